@@ -1,0 +1,30 @@
+# `make test` and `make demo` create .venv on first use and reinstall when pyproject.toml changes.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test test-fast lint demo bench-speed bench-fmnist clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check ibzoo train tests
+	$(VENV)/bin/ruff format --check ibzoo train tests
+
+test: lint
+	$(PY) -m pytest -q
+
+test-fast: $(STAMP)
+	$(PY) -m pytest -q -m "not slow"
+
+demo: $(STAMP)
+	$(PY) train/demo.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output

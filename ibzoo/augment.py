@@ -1,0 +1,221 @@
+"""Two-view augmentation recipes for SimCLR and Barlow Twins, and their attachment to a data set.
+
+Each pretraining view is: random resized crop (scale 0.08..1), horizontal flip (p=0.5), colour jitter
+(p=0.8), greyscale (p=0.2), Gaussian blur, solarization, then normalisation with the model's mean/std.
+
+- SimCLR (Chen et al., 2020, https://arxiv.org/abs/2002.05709): both views alike; colour jitter
+  (0.8s, 0.8s, 0.8s, 0.2s) with the paper's strengths: s=0.5 up to 64 px (its CIFAR runs), s=1 above
+  (ImageNet; solo-learn uses s=1 at both sizes); blur p=0.5 above 64 px, none below (CIFAR runs).
+- Barlow Twins (Zbontar et al., 2021, https://arxiv.org/abs/2103.03230): two asymmetric views, jitter
+  (0.4, 0.4, 0.2, 0.1); view 1 blur p=1.0, no solarization; view 2 blur p=0.1, solarization p=0.2.
+  Up to 64 px there is no blur in either view, as in solo-learn's CIFAR recipe (asymmetric.yaml).
+
+The per-sample transforms here run on PIL images in DataLoader workers (PIL's colour ops are the
+fastest per-sample option on small images). :mod:`ibzoo.batched_augment` runs the same recipes on
+whole uint8 batches from :func:`build_decode_transform`, on the accelerator or in the workers, where
+it is also faster than this per-sample path.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import datasets
+import torch
+from PIL import Image
+from torchvision.transforms import v2
+
+from ibzoo.data import ImageDataset
+
+FRAMEWORKS = ("simclr", "barlow_twins")
+# Images up to this size get no blur: the CIFAR recipes of SimCLR and solo-learn leave it out.
+SMALL_IMAGE_SIZE = 64
+# Solarization inverts pixels at or above 128 of 255, as PIL's ImageOps.solarize does by default.
+SOLARIZE_THRESHOLD = 128
+BLUR_SIGMA = (0.1, 2.0)
+
+
+@dataclass(frozen=True)
+class ViewRecipe:
+    """Probabilities and strengths of the random operations that make one view.
+
+    Attributes:
+        crop_scale: Range of the crop's area, as a fraction of the image's.
+        flip_p: Probability of a horizontal flip.
+        jitter: Colour jitter strengths (brightness, contrast, saturation, hue), as in ColorJitter.
+        jitter_p: Probability of applying the colour jitter.
+        grayscale_p: Probability of converting to greyscale (kept as 3 channels).
+        blur_p: Probability of a Gaussian blur, sigma uniform in BLUR_SIGMA.
+        solarize_p: Probability of solarization.
+    """
+
+    crop_scale: tuple[float, float] = (0.08, 1.0)
+    flip_p: float = 0.5
+    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
+    jitter_p: float = 0.8
+    grayscale_p: float = 0.2
+    blur_p: float = 0.0
+    solarize_p: float = 0.0
+
+
+def view_recipes(framework: str, image_size: int) -> tuple[ViewRecipe, ...]:
+    """The view recipes of ``framework`` at ``image_size``; view v uses recipe v % len(recipes)."""
+    small = image_size <= SMALL_IMAGE_SIZE
+    if framework == "simclr":
+        strength = 0.5 if small else 1.0
+        jitter = (0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength)
+        return (ViewRecipe(jitter=jitter, blur_p=0.0 if small else 0.5),)
+    if framework == "barlow_twins":
+        jitter = (0.4, 0.4, 0.2, 0.1)
+        return (
+            ViewRecipe(jitter=jitter, blur_p=0.0 if small else 1.0, solarize_p=0.0),
+            ViewRecipe(jitter=jitter, blur_p=0.0 if small else 0.1, solarize_p=0.2),
+        )
+    raise ValueError(f"Unknown framework {framework!r}; choose one of {FRAMEWORKS}.")
+
+
+def blur_kernel_size(image_size: int) -> int:
+    """Odd Gaussian kernel size of about a tenth of the image, 23 at 224 px as in BYOL and Barlow Twins."""
+    return 2 * (image_size // 20) + 1
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Convert greyscale, palette or RGBA images to RGB; RGB images pass through."""
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
+    return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+
+
+def build_view_transform(
+    recipe: ViewRecipe, image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> v2.Compose:
+    """One view's per-sample pipeline: PIL image -> (3, S, S) float32 normalised tensor; S: image_size.
+
+    Steps follow solo-learn's order (crop, jitter, greyscale, blur, solarize, flip); the flip commutes
+    with the others.
+    """
+    steps: list[Callable] = [
+        v2.Lambda(to_rgb),
+        v2.RandomResizedCrop(image_size, scale=recipe.crop_scale, antialias=True),
+        v2.RandomApply([v2.ColorJitter(*recipe.jitter)], p=recipe.jitter_p),
+        v2.RandomGrayscale(p=recipe.grayscale_p),
+    ]
+    if recipe.blur_p > 0:
+        blur = v2.GaussianBlur(blur_kernel_size(image_size), sigma=BLUR_SIGMA)
+        steps.append(v2.RandomApply([blur], p=recipe.blur_p))
+    if recipe.solarize_p > 0:
+        steps.append(v2.RandomSolarize(SOLARIZE_THRESHOLD, p=recipe.solarize_p))
+    steps.append(v2.RandomHorizontalFlip(p=recipe.flip_p))
+    return v2.Compose(steps + _to_normalized_tensor(mean, std))
+
+
+class MultiViewTransform:
+    """Apply several view pipelines to one image: PIL image -> list of V (3, S, S) tensors.
+
+    A class rather than a closure so DataLoader workers can pickle it under the spawn start method.
+    """
+
+    def __init__(self, view_transforms: Sequence[Callable[[Image.Image], torch.Tensor]]) -> None:
+        self.view_transforms = list(view_transforms)
+
+    def __call__(self, image: Image.Image) -> list[torch.Tensor]:
+        return [transform(image) for transform in self.view_transforms]
+
+
+def build_pretrain_transform(
+    framework: str, image_size: int, mean: Sequence[float], std: Sequence[float], num_views: int = 2
+) -> MultiViewTransform:
+    """The per-sample pretraining augmentation of ``framework``.
+
+    Args:
+        framework: "simclr" or "barlow_twins".
+        image_size: Side S of the square views.
+        mean, std: Per-channel normalisation, from the model's pretrained_cfg (timm data config).
+        num_views: Number of views V; Barlow Twins alternates its two recipes.
+
+    Returns:
+        A callable: PIL image (any mode and size) -> list of V float32 tensors of shape (3, S, S).
+    """
+    if num_views < 1:
+        raise ValueError(f"build_pretrain_transform: num_views={num_views!r} must be at least 1.")
+    recipes = view_recipes(framework, image_size)
+    transforms = [build_view_transform(recipe, image_size, mean, std) for recipe in recipes]
+    return MultiViewTransform([transforms[view % len(transforms)] for view in range(num_views)])
+
+
+def build_eval_transform(
+    image_size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float | None = None
+) -> v2.Compose:
+    """Deterministic evaluation preprocessing: PIL image -> (3, S, S) float32 normalised tensor.
+
+    The shorter side is resized to S / crop_pct and the centre S x S kept. ``crop_pct`` defaults to
+    1.0 (resize only) up to SMALL_IMAGE_SIZE and to timm's 0.875 above; pass the model's own value.
+    """
+    if crop_pct is None:
+        crop_pct = 1.0 if image_size <= SMALL_IMAGE_SIZE else 0.875
+    if not 0.0 < crop_pct <= 1.0:
+        raise ValueError(f"build_eval_transform: crop_pct={crop_pct!r} must lie in (0, 1].")
+    resize = v2.Resize(round(image_size / crop_pct), antialias=True)
+    steps = [v2.Lambda(to_rgb), resize, v2.CenterCrop(image_size)]
+    return v2.Compose(steps + _to_normalized_tensor(mean, std))
+
+
+def build_decode_transform(image_size: int) -> v2.Compose:
+    """Decode only, for augmentation on the accelerator: PIL image -> (3, S, S) uint8 tensor.
+
+    The shorter side is resized to S and the centre kept, so every image of a batch has one size.
+    """
+    return v2.Compose(
+        [
+            v2.Lambda(to_rgb),
+            v2.Resize(image_size, antialias=True),
+            v2.CenterCrop(image_size),
+            v2.PILToTensor(),
+        ]
+    )
+
+
+class _ViewsAndLabels:
+    """``with_transform`` callback: a batch of rows -> {"views": per-row lists of tensors, "label": ids}."""
+
+    def __init__(self, image_column: str, label_column: str | None, transform: Callable) -> None:
+        self.image_column, self.label_column, self.transform = image_column, label_column, transform
+
+    def __call__(self, batch: dict[str, list[Any]]) -> dict[str, list[Any]]:
+        views = [self.transform(image) for image in batch[self.image_column]]
+        out = {"views": [list(v) if isinstance(v, list | tuple) else [v] for v in views]}
+        if self.label_column is not None:
+            out["label"] = batch[self.label_column]
+        return out
+
+
+def with_views(data: ImageDataset, transform: Callable) -> datasets.Dataset:
+    """Attach ``transform`` to the data set so that rows decode and augment on access.
+
+    Args:
+        data: A split from :func:`ibzoo.data.load_image_dataset`.
+        transform: PIL image -> tensor (evaluation, decode-only) or list of V tensors (pretraining).
+
+    Returns:
+        A ``datasets.Dataset`` whose rows are {"views": list of V tensors, "label": int}; "label" is
+        absent for unlabelled data. Evaluation rows have V = 1. Batch them with :func:`collate`.
+    """
+    return data.dataset.with_transform(_ViewsAndLabels(data.image_column, data.label_column, transform))
+
+
+def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack rows of :func:`with_views` for a torch DataLoader.
+
+    Returns:
+        {"views": list of V (B, 3, S, S) tensors, "label": (B,) int64 tensor when labelled};
+        B: batch, V: views, S: image size.
+    """
+    num_views = len(rows[0]["views"])
+    batch: dict[str, Any] = {
+        "views": [torch.stack([row["views"][v] for row in rows]) for v in range(num_views)]
+    }
+    if "label" in rows[0]:
+        batch["label"] = torch.tensor([row["label"] for row in rows], dtype=torch.int64)
+    return batch

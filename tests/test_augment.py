@@ -1,0 +1,138 @@
+"""Tests for ibzoo.augment: recipes, per-sample transforms, and their attachment to a data set."""
+
+import pickle
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from ibzoo.augment import (
+    FRAMEWORKS,
+    ViewRecipe,
+    blur_kernel_size,
+    build_decode_transform,
+    build_eval_transform,
+    build_pretrain_transform,
+    collate,
+    view_recipes,
+    with_views,
+)
+from ibzoo.data import ImageDataset
+
+MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+def _image(mode: str = "RGB", size: tuple[int, int] = (32, 32), seed: int = 0) -> Image.Image:
+    pixels = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 4), dtype=np.uint8)
+    return Image.fromarray(pixels, mode="RGBA").convert(mode)
+
+
+def _normalized_range() -> tuple[torch.Tensor, torch.Tensor]:
+    mean, std = torch.tensor(MEAN).view(3, 1, 1), torch.tensor(STD).view(3, 1, 1)
+    return (0 - mean) / std, (1 - mean) / std
+
+
+def test_recipes_follow_the_papers() -> None:
+    (simclr_small,) = view_recipes("simclr", 32)
+    assert simclr_small == ViewRecipe(jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.0)
+    (simclr_large,) = view_recipes("simclr", 224)
+    assert (simclr_large.jitter, simclr_large.blur_p) == ((0.8, 0.8, 0.8, 0.2), 0.5)
+    first, second = view_recipes("barlow_twins", 224)
+    assert (first.blur_p, first.solarize_p, second.blur_p, second.solarize_p) == (1.0, 0.0, 0.1, 0.2)
+    assert first.jitter == second.jitter == (0.4, 0.4, 0.2, 0.1)
+    assert [recipe.blur_p for recipe in view_recipes("barlow_twins", 32)] == [0.0, 0.0]
+    assert all(recipe.crop_scale == (0.08, 1.0) and recipe.jitter_p == 0.8 for recipe in (first, second))
+    assert blur_kernel_size(224) == 23 and blur_kernel_size(96) % 2 == 1
+
+
+def test_unknown_framework() -> None:
+    with pytest.raises(ValueError, match=r"Unknown framework 'byol'.*simclr"):
+        build_pretrain_transform("byol", 32, MEAN, STD)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("mode", "size"), [("RGB", 32), ("L", 32), ("RGBA", 64)])
+def test_pretrain_views_shape_dtype_range(framework: str, mode: str, size: int) -> None:
+    transform = build_pretrain_transform(framework, size, MEAN, STD, num_views=3)
+    views = transform(_image(mode, (40, 36)))
+    low, high = _normalized_range()
+    assert len(views) == 3
+    for view in views:
+        assert view.shape == (3, size, size) and view.dtype == torch.float32
+        assert bool((view >= low - 1e-5).all() and (view <= high + 1e-5).all())
+
+
+def test_views_differ_and_seed_repeats() -> None:
+    transform = build_pretrain_transform("simclr", 32, MEAN, STD)
+    image = _image()
+    torch.manual_seed(0)
+    first = transform(image)
+    torch.manual_seed(0)
+    again = transform(image)
+    assert not torch.equal(first[0], first[1])
+    for view, repeated in zip(first, again, strict=True):
+        torch.testing.assert_close(view, repeated, rtol=0, atol=0)
+
+
+def test_transform_pickles_for_spawned_workers() -> None:
+    transform = build_pretrain_transform("barlow_twins", 32, MEAN, STD)
+    restored = pickle.loads(pickle.dumps(transform))
+    torch.manual_seed(1)
+    expected = transform(_image())
+    torch.manual_seed(1)
+    torch.testing.assert_close(restored(_image()), expected)
+
+
+def test_eval_transform_at_32_px_only_normalizes() -> None:
+    image = _image()
+    pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1) / 255.0
+    expected = (pixels - torch.tensor(MEAN).view(3, 1, 1)) / torch.tensor(STD).view(3, 1, 1)
+    torch.testing.assert_close(build_eval_transform(32, MEAN, STD)(image), expected)
+
+
+def test_eval_transform_center_crop() -> None:
+    # A 256 x 256 image with a white 224 x 224 centre: resize to 256 (224 / 0.875) keeps it, the crop keeps
+    # only it.
+    pixels = np.zeros((256, 256), dtype=np.uint8)
+    pixels[16:240, 16:240] = 255
+    out = build_eval_transform(224, (0.0,) * 3, (1.0,) * 3)(Image.fromarray(pixels))
+    assert out.shape == (3, 224, 224)
+    torch.testing.assert_close(out, torch.ones(3, 224, 224))
+    with pytest.raises(ValueError, match="crop_pct"):
+        build_eval_transform(224, MEAN, STD, crop_pct=1.5)
+
+
+def test_decode_transform_gives_fixed_size_uint8() -> None:
+    out = build_decode_transform(32)(_image("L", (64, 48)))
+    assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
+    torch.testing.assert_close(out[0], out[2])
+
+
+def _image_dataset(labelled: bool) -> ImageDataset:
+    rows = {"image": [_image("L", seed=i) for i in range(6)]}
+    features = {"image": datasets.Image()}
+    if labelled:
+        rows["label"] = [i % 3 for i in range(6)]
+        features["label"] = datasets.ClassLabel(names=["a", "b", "c"])
+    dataset = datasets.Dataset.from_dict(rows, features=datasets.Features(features))
+    return ImageDataset(dataset, "image", "label" if labelled else None, None, 3 if labelled else None)
+
+
+def test_with_views_and_collate_through_a_data_loader() -> None:
+    dataset = with_views(_image_dataset(labelled=True), build_pretrain_transform("simclr", 16, MEAN, STD))
+    batches = list(DataLoader(dataset, batch_size=4, collate_fn=collate))
+    assert [len(batch["label"]) for batch in batches] == [4, 2]
+    first = batches[0]
+    assert len(first["views"]) == 2 and first["views"][0].shape == (4, 3, 16, 16)
+    assert first["label"].tolist() == [0, 1, 2, 0] and first["label"].dtype == torch.int64
+
+
+def test_with_views_single_view_and_unlabelled() -> None:
+    dataset = with_views(_image_dataset(labelled=False), build_eval_transform(16, MEAN, STD))
+    row = dataset[0]
+    assert set(row) == {"views"} and row["views"][0].shape == (3, 16, 16)
+    batch = collate([dataset[0], dataset[1]])
+    assert set(batch) == {"views"} and batch["views"][0].shape == (2, 3, 16, 16)

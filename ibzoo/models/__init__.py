@@ -1,0 +1,7 @@
+"""Model definitions: the CIFAR-stem ResNets, the pretraining model and the zoo's name table."""
+
+from ibzoo.models.cifar_resnet import CifarResNet
+from ibzoo.models.pretraining import SSLModel
+from ibzoo.models.zoo import FRAMEWORKS, PROJECTORS, ModelInfo, get_model_info
+
+__all__ = ["FRAMEWORKS", "PROJECTORS", "CifarResNet", "ModelInfo", "SSLModel", "get_model_info"]

@@ -1,0 +1,136 @@
+"""``create_model`` and friends: how a name becomes a backbone or a full pretraining model.
+
+Zoo names are registered with timm (see :mod:`ibzoo.models.zoo`), so these functions are thin: they add
+the defaults an encoder zoo wants (pooled features, no classifier), the projector and objective for
+pretraining, and error messages that say what to do.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import Any
+
+import timm
+from torch import nn
+
+from ibzoo.models.pretraining import SSLModel
+from ibzoo.models.zoo import (
+    MODEL_INFOS,
+    ModelInfo,
+    get_model_info,
+    paper_objective_config,
+    paper_projector_config,
+)
+from ibzoo.objectives import ObjectiveConfig
+from ibzoo.projectors import ProjectorConfig
+
+__all__ = ["create_model", "create_pretraining_model", "list_models", "list_pretrained", "model_info"]
+
+_SOURCE_PREFIXES = ("hf-hub:", "local-dir:")
+
+
+def _check_known(model_name: str) -> None:
+    if model_name.startswith(_SOURCE_PREFIXES):
+        return
+    base = model_name.split(".", 1)[0]
+    if base in MODEL_INFOS or timm.is_model(base):
+        return
+    close = difflib.get_close_matches(base, list(MODEL_INFOS) + timm.list_models(), n=3, cutoff=0.7)
+    hint = f"Did you mean {', '.join(close)}?" if close else "See ibzoo.list_models() for the zoo's names."
+    raise KeyError(f"Unknown model {model_name!r}. {hint}")
+
+
+def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
+    """The pre-projector backbone of ``model_name`` as an ordinary timm model.
+
+    ``model_name`` is a zoo name (optionally with a pretrained tag, ``resnet18_cifar_simclr_topk.cifar10``),
+    ``hf-hub:org/repo``, ``local-dir:/path`` or any timm name. Zoo names return pooled features by
+    default (``num_classes=0``); every timm keyword argument (``num_classes``, ``features_only``,
+    ``in_chans``, ``global_pool``, ``drop_rate``, ``pretrained_cfg_overlay``, ``checkpoint_path``, ...)
+    is honoured.
+    """
+    _check_known(model_name)
+    from ibzoo.hub import pretrained_weights_errors  # deferred: hub I/O pulls in huggingface_hub
+
+    with pretrained_weights_errors(model_name):
+        try:
+            return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+        except TypeError as err:
+            if "unexpected keyword argument" not in str(err):
+                raise
+            raise TypeError(
+                f"{model_name}: {err}. create_model passes extra keyword arguments to the timm model class; "
+                "check the spelling against timm.create_model's documentation."
+            ) from None
+
+
+def create_pretraining_model(
+    model_name: str,
+    pretrained: bool = False,
+    *,
+    framework: str | None = None,
+    projector: str | None = None,
+    projector_config: ProjectorConfig | None = None,
+    objective_config: ObjectiveConfig | None = None,
+    **kwargs: Any,
+) -> SSLModel:
+    """A full :class:`~ibzoo.models.pretraining.SSLModel` (backbone + projector + objective).
+
+    For a zoo name the projector and objective come from its recipe; ``projector_config`` /
+    ``objective_config`` override them. Any other timm backbone is paired by naming the framework
+    (``"simclr"`` or ``"barlow"``) and projector (``"mlp"``, ``"fsq"``, ``"topk"``, ``"topk_fsq"``,
+    ``"mlp_mi"``), e.g. ``create_pretraining_model("convnext_tiny", framework="simclr", projector="topk")``.
+    An ibzoo checkpoint named ``hf-hub:org/repo`` or ``local-dir:/path`` brings its own projector and
+    objective configs. With ``pretrained=True`` the projector's published weights are loaded too, to
+    continue training.
+    Remaining keyword arguments go to the backbone (timm); ``num_classes`` is always 0.
+    """
+    if model_name.split(".", 1)[0] in MODEL_INFOS:
+        info = get_model_info(model_name)
+        if (framework, projector) not in ((None, None), (info.framework, info.projector)):
+            raise ValueError(
+                f"{model_name} is already {info.framework} + {info.projector}; drop framework= / projector= "
+                "or "
+                "pass the backbone's timm name instead."
+            )
+        projector_config = projector_config or info.projector_config
+        objective_config = objective_config or info.objective_config
+    elif model_name.startswith(_SOURCE_PREFIXES) and (framework, projector) == (None, None):
+        from ibzoo.hub import pretraining_configs  # an ibzoo checkpoint records its projector and objective
+
+        recorded_projector, recorded_objective = pretraining_configs(model_name)
+        projector_config = projector_config or recorded_projector
+        objective_config = objective_config or recorded_objective
+    elif projector_config is None or objective_config is None:
+        if framework is None or projector is None:
+            raise ValueError(
+                f"{model_name!r} is not a zoo name: pass framework= ('simclr' or 'barlow') and projector= "
+                "('mlp', 'fsq', 'topk', 'topk_fsq', 'mlp_mi'), or projector_config= and objective_config=."
+            )
+        projector_config = projector_config or paper_projector_config(framework, projector)
+        objective_config = objective_config or paper_objective_config(framework, projector)
+    kwargs["num_classes"] = 0
+    backbone = create_model(model_name, pretrained=pretrained, **kwargs)
+    model = SSLModel(backbone, projector_config, objective_config)
+    if pretrained:
+        from ibzoo.hub import load_projector_weights
+
+        load_projector_weights(model, model_name)
+    return model
+
+
+def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
+    """Zoo names matching a shell-style ``pattern``; with ``pretrained=True``, the ``name.tag`` entries
+    that have published weights."""
+    names = timm.list_models(pattern, pretrained=pretrained)
+    return sorted(n for n in names if n.split(".", 1)[0] in MODEL_INFOS)
+
+
+def list_pretrained(pattern: str = "*") -> list[str]:
+    """Every ``name.tag`` with a pretrained config (and a Hub repo) matching ``pattern``."""
+    return list_models(pattern, pretrained=True)
+
+
+def model_info(model_name: str) -> ModelInfo:
+    """Framework, projector, recipe and pretrained tags of a zoo name."""
+    return get_model_info(model_name)

@@ -1,0 +1,247 @@
+"""The curated zoo: every ``{backbone}_{framework}_{projector}`` name, its paper recipe and pretrained tags.
+
+This file is the one table of the project. Each name pairs a timm backbone with a self-supervised
+framework (``simclr``, ``barlow``) and one of the paper's projectors:
+
+============  =====================================================================================
+``mlp``       the framework's plain MLP projector (the baseline)
+``fsq``       the MLP projector followed by finite-scalar quantization (structural regularization A)
+``topk``      the sparse top-k autoencoder projector (structural regularization B)
+``topk_fsq``  top-k followed by quantization
+``mlp_mi``    the MLP projector trained with the matrix mutual-information regularizer
+============  =====================================================================================
+
+Registering a name with timm makes ``timm.create_model(name)`` return the pre-projector backbone with
+that name's ``pretrained_cfg`` (input size, mean/std, crop and one ``hf_hub_id`` per pretrained tag);
+:func:`ibzoo.create_pretraining_model` adds the projector and objective described by :class:`ModelInfo`.
+
+Recipes follow "Projection Head is Secretly an Information Bottleneck" (Ouyang et al., ICLR 2025,
+arXiv:2503.00507), built on solo-learn's CIFAR and ImageNet-100 settings.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.models import PretrainedCfg, generate_default_cfgs, model_entrypoint, register_model
+from torch import nn
+
+from ibzoo.objectives import ObjectiveConfig
+from ibzoo.optim import OptimizerConfig
+from ibzoo.projectors import ProjectorConfig
+
+__all__ = [
+    "FRAMEWORKS",
+    "HUB_ORGANIZATION",
+    "PROJECTORS",
+    "ModelInfo",
+    "get_model_info",
+    "paper_objective_config",
+    "paper_projector_config",
+]
+
+FRAMEWORKS = ("simclr", "barlow")
+PROJECTORS = ("mlp", "fsq", "topk", "topk_fsq", "mlp_mi")
+HUB_ORGANIZATION = "ibzoo"
+
+Family = Literal["cifar", "imagenet"]
+
+
+@dataclass(frozen=True)
+class DatasetCfg:
+    """A dataset the zoo publishes weights for: its pretrained tag, input size and normalisation."""
+
+    tag: str
+    hf_dataset: str
+    input_size: tuple[int, int, int]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_pct: float
+
+
+DATASETS = {
+    "cifar10": DatasetCfg(
+        "cifar10", "uoft-cs/cifar10", (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 1.0
+    ),
+    "cifar100": DatasetCfg(
+        "cifar100", "uoft-cs/cifar100", (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 1.0
+    ),
+    "in100": DatasetCfg(
+        "in100", "clane9/imagenet-100", (3, 224, 224), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 0.875
+    ),
+}
+
+# backbone name -> (timm architecture, recipe family, pretrained tags)
+BACKBONES: dict[str, tuple[str, Family, tuple[str, ...]]] = {
+    "resnet18_cifar": ("resnet18_cifar", "cifar", ("cifar10", "cifar100")),
+    "resnet50_cifar": ("resnet50_cifar", "cifar", ("cifar10", "cifar100")),
+    "resnet18": ("resnet18", "imagenet", ("in100",)),
+    "resnet50": ("resnet50", "imagenet", ("in100",)),
+}
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a zoo name is: backbone, framework, projector and the paper recipe's default hyper-parameters."""
+
+    name: str
+    architecture: str  # the backbone's timm name, e.g. "resnet18_cifar"
+    framework: str
+    projector: str  # one of PROJECTORS
+    projector_config: ProjectorConfig
+    objective_config: ObjectiveConfig
+    optimizer_config: OptimizerConfig
+    epochs: int
+    batch_size: int
+    sync_batchnorm: bool
+    pretrained_tags: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _check_choice(kind: str, value: str, choices: tuple[str, ...]) -> None:
+    if value not in choices:
+        raise ValueError(f"Unknown {kind} {value!r}; choose one of {', '.join(choices)}.")
+
+
+def paper_projector_config(framework: str, projector: str, family: Family = "imagenet") -> ProjectorConfig:
+    """The paper's projector for a framework: MLP dims from solo-learn, top-k 100000 / 1000, FSQ levels."""
+    _check_choice("framework", framework, FRAMEWORKS)
+    _check_choice("projector", projector, PROJECTORS)
+    if framework == "simclr":
+        mlp: dict[str, Any] = dict(hidden_features=(2048,), out_features=256)
+        if family == "imagenet":
+            mlp = dict(hidden_features=(4096,), out_features=512)
+        # SimCLR's top-k autoencoder replaces the MLP entirely (backbone features -> same width).
+        topk_stem: dict[str, Any] = dict(hidden_features=(), out_features=None)
+        levels = 30
+    else:
+        mlp = dict(hidden_features=(2048, 2048), out_features=2048, batch_norm=True)
+        # Barlow Twins keeps Linear-BN-ReLU to 2048 and puts the autoencoder on top of it.
+        topk_stem = dict(hidden_features=(2048,), out_features=None, batch_norm=True)
+        levels = 3
+    topk = dict(topk_latents=100_000, topk_k=1_000)
+    variants = {
+        "mlp": mlp,
+        "mlp_mi": mlp,
+        "fsq": dict(mlp, fsq_levels=levels),
+        "topk": dict(topk_stem, **topk),
+        "topk_fsq": dict(topk_stem, **topk, fsq_levels=levels),
+    }
+    return ProjectorConfig(**variants[projector])
+
+
+def paper_objective_config(framework: str, projector: str, family: Family = "imagenet") -> ObjectiveConfig:
+    """SimCLR (temperature 0.2) or Barlow Twins (off-diagonal 0.0051, scale 0.1); the MI regularizer's
+    weight is 1e-4 on CIFAR-sized data and 1e-2 on ImageNet-sized data for ``mlp_mi``, else off."""
+    _check_choice("framework", framework, FRAMEWORKS)
+    _check_choice("projector", projector, PROJECTORS)
+    mi_weight = (1e-4 if family == "cifar" else 1e-2) if projector == "mlp_mi" else 0.0
+    if framework == "simclr":
+        return ObjectiveConfig(framework="simclr", temperature=0.2, mi_weight=mi_weight)
+    return ObjectiveConfig(framework="barlow", lambda_offdiag=0.0051, scale=0.1, mi_weight=mi_weight)
+
+
+def _recipe(backbone: str, framework: str, projector: str) -> ModelInfo:
+    architecture, family, tags = BACKBONES[backbone]
+    # Batch sizes are the reference runs' totals: IN-100 SimCLR 128 x 2 GPUs, Barlow Twins 256 x 2 GPUs.
+    batch_size = 512 if (family, framework) == ("imagenet", "barlow") else 256
+    lr = 0.4 if (family, framework) == ("cifar", "simclr") else 0.3
+    return ModelInfo(
+        name=f"{backbone}_{framework}_{projector}",
+        architecture=architecture,
+        framework=framework,
+        projector=projector,
+        projector_config=paper_projector_config(framework, projector, family),
+        objective_config=paper_objective_config(framework, projector, family),
+        optimizer_config=OptimizerConfig(
+            name="lars", lr=lr, weight_decay=1e-4, lars_eta=0.02, warmup_epochs=10
+        ),
+        epochs=200 if family == "cifar" else 100,
+        batch_size=batch_size,
+        sync_batchnorm=family == "imagenet",
+        pretrained_tags=tags,
+    )
+
+
+MODEL_INFOS: dict[str, ModelInfo] = {
+    info.name: info for info in (_recipe(b, f, p) for b in BACKBONES for f in FRAMEWORKS for p in PROJECTORS)
+}
+
+
+def _pretrained_cfg(info: ModelInfo, tag: str) -> dict[str, Any]:
+    data = DATASETS[tag]
+    return dict(
+        hf_hub_id=f"{HUB_ORGANIZATION}/{info.name}.{tag}",
+        num_classes=0,
+        input_size=data.input_size,
+        pool_size=(4, 4) if data.input_size[-1] == 32 else (7, 7),
+        crop_pct=data.crop_pct,
+        interpolation="bicubic",
+        mean=data.mean,
+        std=data.std,
+        first_conv="conv1",
+        classifier="fc",
+        license="apache-2.0",
+        paper_ids="arXiv:2503.00507",
+        paper_name="Projection Head is Secretly an Information Bottleneck",
+    )
+
+
+default_cfgs = generate_default_cfgs(
+    {
+        f"{info.name}.{tag}": _pretrained_cfg(info, tag)
+        for info in MODEL_INFOS.values()
+        for tag in info.pretrained_tags
+    }
+)
+
+
+def _resolve_pretrained_cfg(name: str, pretrained_cfg: Any) -> PretrainedCfg | dict[str, Any]:
+    """timm hands an entrypoint a tag, a cfg, or None; the backbone builder needs this name's cfg object."""
+    if pretrained_cfg is None or isinstance(pretrained_cfg, str):
+        tag = pretrained_cfg or default_cfgs[name].tags[0]
+        if tag not in default_cfgs[name].cfgs:
+            known = ", ".join(f"{name}.{t}" for t in default_cfgs[name].tags)
+            raise ValueError(f"Unknown pretrained tag {tag!r} for {name}; known: {known}.")
+        return dataclasses.replace(default_cfgs[name].cfgs[tag], architecture=name, tag=tag)
+    return pretrained_cfg
+
+
+def _make_entrypoint(info: ModelInfo):
+    def entrypoint(pretrained: bool = False, pretrained_cfg: Any = None, **kwargs: Any) -> nn.Module:
+        kwargs.setdefault("num_classes", 0)  # the zoo hands out encoders: pooled features by default
+        build_backbone = model_entrypoint(info.architecture)
+        return build_backbone(
+            pretrained=pretrained, pretrained_cfg=_resolve_pretrained_cfg(info.name, pretrained_cfg), **kwargs
+        )
+
+    entrypoint.__name__ = entrypoint.__qualname__ = info.name
+    entrypoint.__module__ = __name__
+    entrypoint.__doc__ = (
+        f"{info.architecture} pretrained with {info.framework} and the {info.projector!r} projector; "
+        "returns the pre-projector backbone."
+    )
+    return entrypoint
+
+
+def get_model_info(name: str) -> ModelInfo:
+    """The :class:`ModelInfo` of a zoo name (a ``.tag`` suffix is ignored); KeyError with close matches."""
+    base = name.split(".", 1)[0]
+    if base not in MODEL_INFOS:
+        import difflib
+
+        close = difflib.get_close_matches(base, MODEL_INFOS, n=3, cutoff=0.6)
+        hint = f" Did you mean {', '.join(close)}?" if close else " See ibzoo.list_models()."
+        raise KeyError(f"Unknown ibzoo model {name!r}.{hint}")
+    return MODEL_INFOS[base]
+
+
+_module = sys.modules[__name__]
+for _info in MODEL_INFOS.values():
+    setattr(_module, _info.name, register_model(_make_entrypoint(_info)))

@@ -1,0 +1,111 @@
+"""Registry-driven checks: every zoo name is covered without anyone listing it."""
+
+import dataclasses
+
+import pytest
+import timm
+import torch
+
+import ibzoo
+from ibzoo.models.zoo import FRAMEWORKS, MODEL_INFOS, PROJECTORS, paper_projector_config
+from ibzoo.objectives import BottleneckObjective
+from ibzoo.projectors import build_projector
+
+ZOO_NAMES = sorted(MODEL_INFOS)
+
+
+def _input_for(name: str, batch: int = 2) -> torch.Tensor:
+    size = 32 if "cifar" in name else 64  # any size works for the ImageNet stem; keep the test fast
+    return torch.randn(batch, 3, size, size)
+
+
+def test_every_backbone_framework_projector_combination_is_registered():
+    assert len(ZOO_NAMES) == 4 * len(FRAMEWORKS) * len(PROJECTORS)
+    assert set(ibzoo.list_models()) == set(ZOO_NAMES)
+    assert set(ibzoo.list_models("*_simclr_topk")) == {n for n in ZOO_NAMES if n.endswith("_simclr_topk")}
+
+
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_zoo_name_builds_the_same_backbone_through_ibzoo_and_timm(name):
+    torch.manual_seed(0)
+    ours = ibzoo.create_model(name).eval()
+    torch.manual_seed(0)
+    theirs = timm.create_model(name).eval()
+    x = _input_for(name)
+    features = ours(x)
+    info = ibzoo.model_info(name)
+    expected_width = 512 if info.architecture.startswith("resnet18") else 2048
+    assert features.shape == (2, expected_width) == (2, ours.num_features)
+    torch.testing.assert_close(features, theirs(x))
+    assert ours.pretrained_cfg["architecture"] == name
+    assert ours.pretrained_cfg["input_size"][-1] == (32 if "cifar" in name else 224)
+
+
+def _small(projector_config):
+    """The recipe's 100000 top-k latents are the benchmark's business; tests use a few hundred."""
+    if projector_config.topk_latents:
+        return dataclasses.replace(projector_config, topk_latents=256, topk_k=16)
+    return projector_config
+
+
+@pytest.mark.parametrize("name", ZOO_NAMES)
+def test_zoo_projector_and_objective_train_on_the_backbone_width(name):
+    info = ibzoo.model_info(name)
+    width = 512 if info.architecture.startswith("resnet18") else 2048
+    projector = build_projector(width, _small(info.projector_config))
+    objective = BottleneckObjective(info.objective_config)
+    z1 = [torch.randn(8, width, requires_grad=True) for _ in range(2)]
+    z2 = [projector(z) for z in z1]
+    output = objective(z1, z2)
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    assert all(z.grad is not None and torch.isfinite(z.grad).all() for z in z1)
+    assert all(p.grad is not None for p in projector.parameters())
+    assert (output.mutual_information is not None) == (info.projector == "mlp_mi")
+
+
+@pytest.mark.parametrize("name", [n for n in ZOO_NAMES if n.startswith("resnet18_cifar_")])
+def test_pretraining_model_trains_every_parameter(name):
+    model = ibzoo.create_pretraining_model(
+        name, projector_config=_small(ibzoo.model_info(name).projector_config)
+    )
+    output = model.compute_loss([_input_for(name, batch=4), _input_for(name, batch=4)])
+    output.loss.backward()
+    assert torch.isfinite(output.loss)
+    assert [
+        n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+    ] == []
+
+
+def test_recipes_follow_the_paper():
+    simclr = ibzoo.model_info("resnet18_cifar_simclr_topk")
+    assert simclr.objective_config.temperature == 0.2
+    assert simclr.optimizer_config.lr == 0.4 and simclr.batch_size == 256 and simclr.epochs == 200
+    assert (simclr.projector_config.topk_latents, simclr.projector_config.topk_k) == (100_000, 1_000)
+    assert simclr.projector_config.hidden_features == ()  # the MLP is replaced entirely
+    barlow = ibzoo.model_info("resnet18_cifar_barlow_topk_fsq")
+    assert barlow.projector_config.hidden_features == (2048,) and barlow.projector_config.fsq_levels == 3
+    assert ibzoo.model_info("resnet18_simclr_fsq").projector_config.fsq_levels == 30
+    assert ibzoo.model_info("resnet18_cifar_simclr_mlp_mi").objective_config.mi_weight == 1e-4
+    assert ibzoo.model_info("resnet18_barlow_mlp_mi").objective_config.mi_weight == 1e-2
+
+
+def test_pretrained_tags_name_their_hub_repos():
+    tags = ibzoo.list_pretrained("resnet18_cifar_simclr_topk.*")
+    assert tags == ["resnet18_cifar_simclr_topk.cifar10", "resnet18_cifar_simclr_topk.cifar100"]
+    cfg = timm.models.get_pretrained_cfg("resnet18_cifar_simclr_topk.cifar100")
+    assert cfg.hf_hub_id == "ibzoo/resnet18_cifar_simclr_topk.cifar100"
+    assert cfg.mean == pytest.approx((0.5071, 0.4865, 0.4409))
+    assert ibzoo.create_model("resnet18_cifar_simclr_topk.cifar100").pretrained_cfg["tag"] == "cifar100"
+
+
+def test_unknown_tag_is_refused_with_the_known_ones():
+    with pytest.raises(ValueError, match=r"resnet18_cifar_simclr_topk\.cifar10"):
+        ibzoo.create_model("resnet18_cifar_simclr_topk.imagenet")
+
+
+def test_paper_projector_config_rejects_unknown_choices():
+    with pytest.raises(ValueError, match="choose one of simclr, barlow"):
+        paper_projector_config("byol", "mlp")
+    with pytest.raises(ValueError, match="choose one of mlp, fsq"):
+        paper_projector_config("simclr", "vq")

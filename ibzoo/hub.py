@@ -1,0 +1,249 @@
+"""Publishing ibzoo checkpoints on the Hugging Face Hub; loading them back lives in :mod:`ibzoo.hub_loading`.
+
+A published checkpoint is a folder (a Hub repo, or the ``DIR/model`` of a pretraining run) holding:
+
+- ``model.safetensors``: the backbone's state dict under timm's own names, so that plain
+  ``timm.create_model("hf-hub:org/repo", pretrained=True)`` loads it strictly;
+- ``projector.safetensors``: the projector's state dict, for ``ibzoo.create_pretraining_model``;
+- ``config.json``: timm's config (architecture, num_features, global_pool, pretrained_cfg, model_args)
+  plus an "ibzoo" section (version, model name, framework, projector, projector and objective configs,
+  training configuration, dataset, evaluation results);
+- ``README.md``: the model card (:mod:`ibzoo.model_card`);
+- ``training_curves.png``: loss and information plane of the run (:mod:`ibzoo.plotting`), given its log.
+
+Both weight files carry the safetensors metadata {"format": "pt", "ibzoo_version", "model_name",
+"content": "backbone" | "projector"}. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import HfApi, constants
+from huggingface_hub import errors as hf_errors
+from safetensors.torch import save_file
+from timm.models import get_pretrained_cfg
+from timm.models._hub import save_config_for_hf
+from torch import nn
+
+from ibzoo.hub_loading import (
+    CONFIG_FILE,
+    PROJECTOR_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    CheckpointSource,
+    PretrainedWeightsUnavailableError,
+    backbone_architecture,
+    load_projector_weights,
+    pretrained_weights_errors,
+    pretraining_configs,
+)
+from ibzoo.model_card import render_model_card
+from ibzoo.models.pretraining import SSLModel
+from ibzoo.models.zoo import DATASETS, MODEL_INFOS
+from ibzoo.objectives import ObjectiveConfig
+from ibzoo.plotting import plot_training_log
+from ibzoo.projectors import ProjectorConfig
+from ibzoo.version import __version__
+
+__all__ = [
+    "CheckpointError",
+    "CheckpointSource",
+    "PretrainedWeightsUnavailableError",
+    "load_projector_weights",
+    "pretrained_weights_errors",
+    "pretraining_configs",
+    "push_to_hub",
+    "save_pretrained",
+]
+
+logger = logging.getLogger(__name__)
+
+CARD_FILE = "README.md"
+CURVES_FILE = "training_curves.png"
+_TMP_SUFFIX = ".tmp"
+
+
+def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """``write`` to a temporary sibling, then rename: readers never see a half-written file."""
+    tmp = path.with_name(path.name + _TMP_SUFFIX)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _save_weights(module: nn.Module, path: Path, model_name: str, content: str) -> None:
+    tensors = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
+    metadata = {"format": "pt", "ibzoo_version": __version__, "model_name": model_name, "content": content}
+    _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def _projector_kind(projector: ProjectorConfig, objective: ObjectiveConfig) -> str:
+    """The zoo's projector name (ibzoo.models.zoo.PROJECTORS) that a pair of configs describes."""
+    kind = "topk" if projector.topk_latents is not None else "mlp"
+    if projector.fsq_levels is not None:
+        return "topk_fsq" if kind == "topk" else "fsq"
+    return "mlp_mi" if kind == "mlp" and objective.mi_weight > 0 else kind
+
+
+def _dataset(model_name: str, train_config: Mapping[str, Any] | None) -> str | None:
+    """The pretraining dataset: the training configuration's, else the one a zoo name's tag stands for."""
+    if train_config and (dataset := (train_config.get("data") or {}).get("dataset")):
+        return dataset
+    tag = model_name.split(".", 1)[1] if "." in model_name else None
+    return DATASETS[tag].hf_dataset if tag in DATASETS else None
+
+
+def _tag_pretrained_cfg(model_name: str) -> dict[str, Any]:
+    """The preprocessing that the zoo's table gives a tagged zoo name ("...cifar100"), else nothing."""
+    base, _, tag = model_name.partition(".")
+    if base not in MODEL_INFOS or tag not in MODEL_INFOS[base].pretrained_tags:
+        return {}
+    cfg = get_pretrained_cfg(model_name)
+    keys = ("tag", "input_size", "pool_size", "mean", "std", "crop_pct", "interpolation")
+    return {key: getattr(cfg, key) for key in keys}
+
+
+def _default_repo_id(model_name: str) -> str:
+    source = CheckpointSource.from_name(model_name)
+    return source.repo_id if source and source.repo_id else f"YOUR_ORG/{model_name.split(':')[-1]}"
+
+
+def save_pretrained(
+    model: SSLModel,
+    folder: str | Path,
+    *,
+    model_name: str,
+    pretrained_cfg: Mapping[str, Any] | None = None,
+    train_config: Mapping[str, Any] | None = None,
+    results: Mapping[str, float] | None = None,
+    log_file: str | Path | None = None,
+    repo_id: str | None = None,
+) -> Path:
+    """Write ``model`` as a Hub-ready folder (see the module docstring); returns the folder.
+
+    Args:
+        model: The pretrained model; the backbone goes to model.safetensors, the projector to
+            projector.safetensors.
+        folder: Where to write (created if needed); files already there are replaced one by one, atomically.
+        model_name: What the checkpoint is, e.g. "resnet18_cifar_simclr_topk.cifar10" (a zoo name with the
+            tag of its dataset) or any label; recorded in the metadata and the card.
+        pretrained_cfg: Overrides of the backbone's timm pretrained_cfg, e.g. the input_size, mean and std
+            the model was trained with; a tagged zoo name's table entry is the default.
+        train_config: The resolved training configuration (nested dicts), shown in the card.
+        results: Evaluation results, as ibzoo.evaluation.evaluate_backbone returns them ("linear_top1" and
+            "knn_top1" in percent go into the card's model-index).
+        log_file: The run's log.jsonl, plotted into training_curves.png.
+        repo_id: The Hub repo the folder is meant for, shown in the card's usage snippets (default: the zoo's
+            repo of ``model_name``).
+    """
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    backbone = model.backbone_only()
+    section = {
+        "version": __version__,
+        "model_name": model_name,
+        "framework": model.objective_config.framework,
+        "projector": _projector_kind(model.projector_config, model.objective_config),
+        "projector_config": dataclasses.asdict(model.projector_config),
+        "objective_config": dataclasses.asdict(model.objective_config),
+        "train_config": train_config,
+        "dataset": _dataset(model_name, train_config),
+        "results": results,
+    }
+    try:
+        json.dumps(section)
+    except (TypeError, ValueError) as err:
+        raise ValueError(
+            f"train_config and results must hold JSON values (dicts, lists, numbers, text): {err}."
+        ) from None
+    _save_weights(backbone, folder / WEIGHTS_FILE, model_name, "backbone")
+    _save_weights(model.projector, folder / PROJECTOR_FILE, model_name, "projector")
+    # timm's exporter records model_args and the preprocessing; the architecture is the registered timm
+    # name so that plain timm rebuilds the backbone without the zoo's projector-specific names.
+    model_config = {
+        "pretrained_cfg": {
+            **_tag_pretrained_cfg(model_name),
+            **(pretrained_cfg or {}),
+            "architecture": backbone_architecture(backbone),
+        },
+        "ibzoo": section,
+    }
+    _write_atomically(
+        folder / CONFIG_FILE, lambda tmp: save_config_for_hf(backbone, tmp, model_config=model_config)
+    )
+    curves = plot_training_log(Path(log_file)) if log_file is not None else None
+    if curves is not None:
+        _write_atomically(folder / CURVES_FILE, lambda tmp: curves.save(tmp, format="PNG"))
+    card = render_model_card(
+        json.loads((folder / CONFIG_FILE).read_text()),
+        repo_id=repo_id or _default_repo_id(model_name),
+        curves_file=CURVES_FILE if curves is not None else None,
+    )
+    _write_atomically(folder / CARD_FILE, card.save)
+    return folder
+
+
+def push_to_hub(
+    folder: str | Path,
+    repo_id: str,
+    *,
+    private: bool = False,
+    revision: str | None = None,
+    commit_message: str | None = None,
+    token: str | None = None,
+    create_pr: bool = False,
+) -> str:
+    """Upload a folder written by :func:`save_pretrained` to ``repo_id`` in one commit; returns its URL.
+
+    The repo is created if needed, and so is the branch ``revision``. The token comes from ``token``, else
+    from huggingface_hub (HF_TOKEN or ``hf auth login``). A failed push changes nothing locally: fix the
+    cause and push the same folder again.
+    """
+    folder = Path(folder)
+    missing = [name for name in (WEIGHTS_FILE, PROJECTOR_FILE, CONFIG_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} lacks {', '.join(missing)}: write it with ibzoo.hub.save_pretrained first."
+        )
+    model_name = (
+        json.loads((folder / CONFIG_FILE).read_text()).get("ibzoo", {}).get("model_name", folder.name)
+    )
+    api = HfApi(token=token, library_name="ibzoo", library_version=__version__)
+    try:
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        if revision is not None and not create_pr:
+            api.create_branch(repo_id, branch=revision, exist_ok=True)
+        commit = api.upload_folder(
+            repo_id=repo_id,
+            folder_path=folder,
+            revision=revision,
+            commit_message=commit_message or f"Upload {model_name} (ibzoo {__version__})",
+            create_pr=create_pr,
+            ignore_patterns=[f"*{_TMP_SUFFIX}"],
+        )
+    except hf_errors.OfflineModeIsEnabled as err:
+        raise ConnectionError(
+            f"Cannot push {folder} to {repo_id}: huggingface_hub is offline; unset HF_HUB_OFFLINE."
+        ) from err
+    except hf_errors.HTTPError as err:
+        status = getattr(getattr(err, "response", None), "status_code", None)
+        cause = (
+            "not allowed: log in with `hf auth login` or set HF_TOKEN to a token with write access"
+            if status in (401, 403)
+            else str(err).splitlines()[0]
+        )
+        raise ConnectionError(
+            f"Pushing {folder} to {repo_id} at {constants.ENDPOINT} failed ({cause}). The folder is "
+            f"unchanged: push it again with `python train/push_to_hub.py {folder} --repo-id {repo_id}`."
+        ) from err
+    logger.info("Pushed %s to %s", folder, commit.pr_url or commit.commit_url)
+    return commit.commit_url

@@ -1,0 +1,123 @@
+"""The README.md model card of a published checkpoint, rendered from its config.json.
+
+The template lives in ``hub_cards/model_card.md`` (Jinja, the format of huggingface_hub's
+``ModelCard.from_template``); its YAML front matter is a :class:`huggingface_hub.ModelCardData`, so the
+Hub indexes the card as a timm image-feature-extraction model with linear-probe and k-NN accuracy in
+its model-index. The card is only rendered here: ``ModelCard.validate`` / ``push_to_hub`` would post
+to the public Hub whatever ``HF_ENDPOINT`` says, so :func:`ibzoo.hub.push_to_hub` uploads it as a file.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+
+from ibzoo.models.zoo import HUB_ORGANIZATION, MODEL_INFOS
+
+__all__ = ["CARD_TEMPLATE", "RESULT_METRICS", "render_model_card"]
+
+CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "hub_cards" / "model_card.md"
+# ibzoo.evaluation.evaluate_backbone's keys for the model-index: top-1 accuracies (%) on the pretraining data.
+RESULT_METRICS = {"linear_top1": "linear-probe top-1 accuracy", "knn_top1": "k-NN top-1 accuracy"}
+_TAGS = ("image-feature-extraction", "timm", "self-supervised", "ibzoo")
+FRAMEWORK_TITLES = {"simclr": "SimCLR", "barlow": "Barlow Twins"}
+_HUB_DATASET = re.compile(r"[\w.-]+/[\w.-]+")
+
+
+def _projector_description(kind: str, projector: Mapping[str, Any], objective: Mapping[str, Any]) -> str:
+    sparse = f"{projector.get('topk_k')} of {projector.get('topk_latents')} latents active"
+    descriptions = {
+        "mlp": "the framework's plain MLP projector (the baseline)",
+        "fsq": f"an MLP projector quantized to {projector.get('fsq_levels')} levels per dimension",
+        "topk": f"a sparse top-k autoencoder projector ({sparse})",
+        "topk_fsq": f"a sparse top-k autoencoder projector ({sparse}) quantized to "
+        f"{projector.get('fsq_levels')} levels",
+        "mlp_mi": f"an MLP projector trained with the matrix mutual-information regularizer "
+        f"(weight {objective.get('mi_weight')})",
+    }
+    return descriptions.get(kind, f"a {kind!r} projector")
+
+
+def _flatten(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, str]]:
+    """Nested settings as ("a.b", "value") rows; unset (None) values are left out."""
+    rows = []
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            rows += _flatten(value, f"{prefix}{key}.")
+        elif value is not None:
+            shown = ", ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+            rows.append((f"{prefix}{key}", shown or "()"))
+    return rows
+
+
+def render_model_card(
+    config: Mapping[str, Any], *, repo_id: str, curves_file: str | None = None, template: Path = CARD_TEMPLATE
+) -> ModelCard:
+    """The model card of a checkpoint whose config.json is ``config`` (timm format + "ibzoo" section).
+
+    Args:
+        config: The checkpoint's config.json as a dict.
+        repo_id: The Hub repo the card is for ("org/name"), shown in the usage snippets.
+        curves_file: Name of the training-curves image next to the card, if there is one.
+        template: A Jinja model-card template; the default is ``hub_cards/model_card.md``.
+    """
+    if not template.is_file():
+        raise FileNotFoundError(
+            f"Model-card template {template} not found: ibzoo reads it from the hub_cards/ folder of its "
+            "source tree; install ibzoo from a checkout (pip install -e .) or pass template=."
+        )
+    section = config["ibzoo"]
+    model_name = section["model_name"]
+    dataset = section.get("dataset") or "an unrecorded dataset"
+    hub_dataset = dataset if _HUB_DATASET.fullmatch(dataset) else None  # not a local path
+    results = section.get("results") or {}
+    eval_results = [
+        EvalResult(
+            task_type="image-classification",
+            task_name=metric_name.removesuffix(" top-1 accuracy") + " (frozen features)",
+            dataset_type=hub_dataset,
+            dataset_name=hub_dataset,
+            metric_type="accuracy",
+            metric_name=metric_name,
+            metric_value=results[key],
+        )
+        for key, metric_name in RESULT_METRICS.items()
+        if key in results and hub_dataset
+    ]
+    card_data = ModelCardData(
+        model_name=repo_id.rsplit("/", 1)[-1],
+        library_name="timm",
+        pipeline_tag="image-feature-extraction",
+        license=config.get("pretrained_cfg", {}).get("license", "apache-2.0"),
+        tags=[*_TAGS, section["framework"], section["projector"]],
+        datasets=[hub_dataset] if hub_dataset else None,
+        eval_results=eval_results or None,
+    )
+    # The zoo's own repos load by zoo name; any other repo by its hf-hub: name.
+    is_zoo_repo = repo_id == f"{HUB_ORGANIZATION}/{model_name}" and model_name.split(".")[0] in MODEL_INFOS
+    settings = section.get("train_config") or {
+        "projector": section["projector_config"],
+        "objective": section["objective_config"],
+    }
+    return ModelCard.from_template(
+        card_data,
+        template_path=str(template),
+        model_name=model_name,
+        repo_id=repo_id,
+        ibzoo_name=model_name if is_zoo_repo else f"hf-hub:{repo_id}",
+        architecture=config["architecture"],
+        num_features=config.get("num_features"),
+        framework_title=FRAMEWORK_TITLES.get(section["framework"], section["framework"]),
+        projector_description=_projector_description(
+            section["projector"], section["projector_config"], section["objective_config"]
+        ),
+        dataset=dataset,
+        dataset_link=f"[{dataset}](https://huggingface.co/datasets/{dataset})" if hub_dataset else dataset,
+        recipe=_flatten(settings),
+        results=[(RESULT_METRICS.get(key, key), value) for key, value in results.items()],
+        curves_file=curves_file,
+    )

@@ -1,0 +1,63 @@
+"""Push a Hub-ready checkpoint folder to the Hugging Face Hub.
+
+    python train/push_to_hub.py RUN_DIR                        # a pretraining run: pushes RUN_DIR/model
+    python train/push_to_hub.py FOLDER --repo-id me/my-encoder --revision v2 --private
+
+FOLDER is what ibzoo.hub.save_pretrained wrote (train/pretrain.py writes it to RUN_DIR/model at the end).
+Without --repo-id a checkpoint of a zoo name with a dataset tag goes to the zoo's repo for it
+(e.g. ibzoo/resnet18_cifar_simclr_topk.cifar10). Log in first (`hf auth login`) or set HF_TOKEN; set
+HF_ENDPOINT to push to a mirror. A failed push changes nothing locally: run the command again.
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from ibzoo.hub import CheckpointSource, push_to_hub
+
+
+def hub_folder(path: Path) -> Path:
+    """The checkpoint folder itself, or the ``model`` folder of a pretraining run."""
+    return path / "model" if not (path / "config.json").is_file() and (path / "model").is_dir() else path
+
+
+def default_repo_id(folder: Path) -> str:
+    """The zoo's repo for the checkpoint's model name (recorded in its config.json)."""
+    model_name = json.loads((folder / "config.json").read_text()).get("ibzoo", {}).get("model_name", "")
+    source = CheckpointSource.from_name(model_name) if "." in model_name else None
+    if source is None or source.repo_id is None:
+        raise SystemExit(
+            f"{folder} holds {model_name or 'a model'}, which has no zoo repo: pass --repo-id ORG/NAME."
+        )
+    return source.repo_id
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("folder", type=Path, help="checkpoint folder, or a pretraining run's output folder")
+    parser.add_argument("--repo-id", help="ORG/NAME on the Hub (default: the zoo's repo of the model name)")
+    parser.add_argument("--revision", help="branch to push to, created if needed (default: main)")
+    parser.add_argument("--private", action="store_true", help="create the repo as private")
+    parser.add_argument("--commit-message", help="summary of the commit")
+    parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    folder = hub_folder(args.folder)
+    url = push_to_hub(
+        folder,
+        args.repo_id or default_repo_id(folder),
+        private=args.private,
+        revision=args.revision,
+        commit_message=args.commit_message,
+        create_pr=args.create_pr,
+    )
+    print(url)
+    return url
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""Evaluate a frozen backbone: weighted k-NN and a linear probe on its pre-projector features.
+
+The backbone comes from a pretraining run, a Hub-ready folder or the zoo; without --pretrained a zoo
+name gives the random-init reference. Preprocessing (input size, mean / std) comes from the model's own
+config.
+
+    python train/evaluate.py --checkpoint runs/simclr-topk --dataset uoft-cs/cifar10
+    python train/evaluate.py --model resnet18_cifar_simclr_topk.cifar10 --pretrained \\
+        --dataset uoft-cs/cifar10 --protocol paper --output results/topk.json
+    python train/evaluate.py --model resnet18_cifar_simclr_mlp --dataset data/digits  # random init
+"""
+
+import argparse
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from accelerate import Accelerator
+from accelerate.utils import set_seed
+
+import ibzoo
+from ibzoo.data import DataConfig, load_image_dataset
+from ibzoo.evaluation import checkpoint_model_name, evaluate_backbone
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--checkpoint", help="pretraining output folder (its model/ is used) or Hub-ready folder"
+    )
+    source.add_argument("--model", help="zoo or timm name, hf-hub:org/repo or local-dir:/path")
+    parser.add_argument("--pretrained", action="store_true", help="load --model's published weights")
+    parser.add_argument("--dataset", required=True, help="Hub dataset id or local folder / parquet file")
+    parser.add_argument("--dataset-name", help="configuration name of the Hub dataset")
+    parser.add_argument("--train-split", default="train", help="split the probes are fitted on")
+    parser.add_argument("--eval-split", default="test", help="split the probes are scored on")
+    parser.add_argument("--image-column", help="column holding images (default: the first Image column)")
+    parser.add_argument("--label-column", help="column holding class ids (default: the first ClassLabel)")
+    parser.add_argument("--knn-k", type=int, default=200, help="neighbours of the weighted k-NN")
+    parser.add_argument(
+        "--knn-temperature", type=float, default=0.1, help="temperature T of the k-NN weights"
+    )
+    parser.add_argument(
+        "--protocol",
+        choices=("paper", "fast"),
+        default="fast",
+        help="linear probe: paper's SGD or fast L-BFGS",
+    )
+    parser.add_argument("--batch-size", type=int, default=256, help="images per feature-extraction batch")
+    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the paper protocol's batch order")
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator exists")
+    parser.add_argument("--output", type=Path, help="write the results to this JSON file")
+    args = parser.parse_args(argv)
+    if args.pretrained and args.model is None:
+        parser.error("--pretrained goes with --model; a --checkpoint always loads its weights.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    accelerator = Accelerator(cpu=args.cpu)
+    set_seed(args.seed)
+
+    if args.checkpoint is not None:
+        model_name, pretrained = checkpoint_model_name(args.checkpoint), True
+    else:
+        model_name, pretrained = args.model, args.pretrained
+    # num_classes=0: the pooled features even when the folder holds a fine-tuned classifier.
+    backbone = ibzoo.create_model(model_name, pretrained=pretrained, num_classes=0)
+
+    data_config = DataConfig(
+        dataset=args.dataset,
+        train_split=args.train_split,
+        eval_split=args.eval_split,
+        image_column=args.image_column,
+        label_column=args.label_column,
+        name=args.dataset_name,
+    )
+    train_data = load_image_dataset(data_config, data_config.train_split)
+    test_data = load_image_dataset(data_config, data_config.eval_split)
+
+    results = evaluate_backbone(
+        backbone,
+        train_data,
+        test_data,
+        knn_k=args.knn_k,
+        knn_temperature=args.knn_temperature,
+        protocol=args.protocol,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        seed=args.seed,
+        accelerator=accelerator,
+    )
+    record = {"model": model_name, "pretrained": pretrained, "dataset": args.dataset, **results}
+
+    if accelerator.is_main_process:
+        weights = "" if pretrained else " (random init)"
+        print(f"model          {model_name}{weights}")
+        print(
+            f"dataset        {args.dataset}: {record['num_train']} train / {record['num_test']} test images"
+        )
+        print(f"k-NN top-1     {record['knn_top1']:6.2f}   (k={record['knn_k']}, T={args.knn_temperature})")
+        print(f"linear top-1   {record['linear_top1']:6.2f}   ({args.protocol} protocol)")
+        print(f"features       {record['feature_dim']}")
+        if args.output is not None:
+            args.output.parent.mkdir(parents=True, exist_ok=True)
+            args.output.write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+if __name__ == "__main__":
+    main()

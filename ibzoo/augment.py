@@ -27,7 +27,7 @@ from torchvision.transforms import v2
 
 from ibzoo.data import ImageDataset
 
-FRAMEWORKS = ("simclr", "barlow_twins")
+FRAMEWORKS = ("simclr", "barlow")
 # Images up to this size get no blur: the CIFAR recipes of SimCLR and solo-learn leave it out.
 SMALL_IMAGE_SIZE = 64
 # Solarization inverts pixels at or above 128 of 255, as PIL's ImageOps.solarize does by default.
@@ -65,7 +65,7 @@ def view_recipes(framework: str, image_size: int) -> tuple[ViewRecipe, ...]:
         strength = 0.5 if small else 1.0
         jitter = (0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength)
         return (ViewRecipe(jitter=jitter, blur_p=0.0 if small else 0.5),)
-    if framework == "barlow_twins":
+    if framework == "barlow":
         jitter = (0.4, 0.4, 0.2, 0.1)
         return (
             ViewRecipe(jitter=jitter, blur_p=0.0 if small else 1.0, solarize_p=0.0),
@@ -130,7 +130,7 @@ def build_pretrain_transform(
     """The per-sample pretraining augmentation of ``framework``.
 
     Args:
-        framework: "simclr" or "barlow_twins".
+        framework: "simclr" or "barlow".
         image_size: Side S of the square views.
         mean, std: Per-channel normalisation, from the model's pretrained_cfg (timm data config).
         num_views: Number of views V; Barlow Twins alternates its two recipes.

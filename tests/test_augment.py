@@ -40,10 +40,10 @@ def test_recipes_follow_the_papers() -> None:
     assert simclr_small == ViewRecipe(jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.0)
     (simclr_large,) = view_recipes("simclr", 224)
     assert (simclr_large.jitter, simclr_large.blur_p) == ((0.8, 0.8, 0.8, 0.2), 0.5)
-    first, second = view_recipes("barlow_twins", 224)
+    first, second = view_recipes("barlow", 224)
     assert (first.blur_p, first.solarize_p, second.blur_p, second.solarize_p) == (1.0, 0.0, 0.1, 0.2)
     assert first.jitter == second.jitter == (0.4, 0.4, 0.2, 0.1)
-    assert [recipe.blur_p for recipe in view_recipes("barlow_twins", 32)] == [0.0, 0.0]
+    assert [recipe.blur_p for recipe in view_recipes("barlow", 32)] == [0.0, 0.0]
     assert all(recipe.crop_scale == (0.08, 1.0) and recipe.jitter_p == 0.8 for recipe in (first, second))
     assert blur_kernel_size(224) == 23 and blur_kernel_size(96) % 2 == 1
 
@@ -78,7 +78,7 @@ def test_views_differ_and_seed_repeats() -> None:
 
 
 def test_transform_pickles_for_spawned_workers() -> None:
-    transform = build_pretrain_transform("barlow_twins", 32, MEAN, STD)
+    transform = build_pretrain_transform("barlow", 32, MEAN, STD)
     restored = pickle.loads(pickle.dumps(transform))
     torch.manual_seed(1)
     expected = transform(_image())

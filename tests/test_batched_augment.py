@@ -116,7 +116,7 @@ def test_certain_operations_match_torchvision(recipe: ViewRecipe, reference) -> 
     torch.testing.assert_close(view, _normalize(reference(images)))
 
 
-@pytest.mark.parametrize("framework", ["simclr", "barlow_twins"])
+@pytest.mark.parametrize("framework", ["simclr", "barlow"])
 def test_views_shapes_and_per_sample_randomness(framework: str) -> None:
     # The same image eight times: parameters drawn once per batch would give eight equal outputs.
     images = (_images(1, 40) * 255).to(torch.uint8).expand(8, 3, 40, 40)
@@ -130,7 +130,7 @@ def test_views_shapes_and_per_sample_randomness(framework: str) -> None:
 
 
 def test_seed_repeats_and_blur_path_runs() -> None:
-    augment = build_batched_pretrain_augment("barlow_twins", 72, MEAN, STD)
+    augment = build_batched_pretrain_augment("barlow", 72, MEAN, STD)
     images = (_images(2, 80) * 255).to(torch.uint8)
     torch.manual_seed(3)
     first = augment(images)

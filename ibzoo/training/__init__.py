@@ -1,0 +1,54 @@
+"""Pretraining with Hugging Face Accelerate: configuration, data, the training loop, logs and checkpoints.
+
+``train/pretrain.py`` reads top to bottom with these pieces:
+
+- :mod:`ibzoo.training.config`: :class:`PretrainConfig` (model recipe < YAML < command line);
+- :mod:`ibzoo.training.cli`: any dataclass as dotted command-line flags and YAML recipes;
+- :mod:`ibzoo.training.loader`: the two-view DataLoader whose order and augmentation depend only on
+  (seed, epoch, image), so resumed runs are exact;
+- :mod:`ibzoo.training.loop`: the module trained (SSL model + online classifier), the step and the epoch;
+- :mod:`ibzoo.training.run_log`: running means, ``log.jsonl`` and trackers;
+- :mod:`ibzoo.training.checkpoint`: atomic checkpoints, resume, and the output folder's run check.
+"""
+
+from ibzoo.training.checkpoint import (
+    CheckpointManager,
+    CorruptCheckpointError,
+    TrainerState,
+    check_output_dir,
+    checkpoint_name,
+    write_run_config,
+)
+from ibzoo.training.config import PretrainConfig, parse_pretrain_args, pretrain_config_from_overrides
+from ibzoo.training.loader import build_pretrain_loader
+from ibzoo.training.loop import (
+    Pretrainer,
+    PretrainingModule,
+    PretrainStepOutput,
+    build_pretrain_optimizer,
+    parameter_digest,
+    replica_digests,
+)
+from ibzoo.training.run_log import RunLog, RunningMeans, flat_hparams
+
+__all__ = [
+    "CheckpointManager",
+    "CorruptCheckpointError",
+    "PretrainConfig",
+    "PretrainStepOutput",
+    "Pretrainer",
+    "PretrainingModule",
+    "RunLog",
+    "RunningMeans",
+    "TrainerState",
+    "build_pretrain_loader",
+    "build_pretrain_optimizer",
+    "check_output_dir",
+    "checkpoint_name",
+    "flat_hparams",
+    "parameter_digest",
+    "parse_pretrain_args",
+    "pretrain_config_from_overrides",
+    "replica_digests",
+    "write_run_config",
+]

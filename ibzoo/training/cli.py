@@ -1,0 +1,200 @@
+"""Configuration dataclasses as command lines and YAML recipes: one channel for every setting.
+
+A (nested) dataclass becomes argparse flags with dotted names for nested fields, e.g.
+``--optimizer.lr 0.3 --projector.topk-latents 4096 --data.dataset PATH``; a YAML recipe mirrors the
+same nesting with the field names as keys. Both are read into plain nested dicts of *overrides*
+(only what was given), merged in order of precedence with :func:`merge`, and turned into the
+dataclass by :func:`from_dict`, whose ``__post_init__`` validation then applies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import difflib
+import inspect
+import itertools
+import textwrap
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+__all__ = [
+    "add_dataclass_arguments",
+    "check_keys",
+    "from_dict",
+    "load_yaml",
+    "merge",
+    "overrides_from_namespace",
+]
+
+_NONE_WORDS = ("none", "null")
+
+
+def _unwrap_optional(annotation: Any) -> tuple[Any, bool]:
+    """(X, True) for ``X | None``, (annotation, False) otherwise."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [arg for arg in typing.get_args(annotation) if arg is not type(None)]
+        if len(members) == 1:
+            return members[0], len(members) < len(typing.get_args(annotation))
+    return annotation, False
+
+
+def _nested_dataclass(annotation: Any) -> type | None:
+    inner, _ = _unwrap_optional(annotation)
+    return inner if dataclasses.is_dataclass(inner) else None
+
+
+def _field_docs(cls: type) -> dict[str, str]:
+    """Help texts of ``cls``'s fields: attribute docstrings, else its docstring's Args/Attributes entries."""
+    docs: dict[str, str] = {}
+    for line in (cls.__doc__ or "").splitlines():
+        name, sep, text = line.strip().partition(": ")
+        if sep and name.isidentifier():
+            docs[name] = text
+    try:
+        tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    except (OSError, TypeError):  # classes defined without source (e.g. interactively)
+        return docs
+    body = tree.body[0].body
+    for node, following in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(following, ast.Expr)
+            and isinstance(following.value, ast.Constant)
+            and isinstance(following.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(following.value.value.split())
+    return docs
+
+
+def _converter(kind: type, optional: bool, flag: str):
+    """argparse ``type=`` for a scalar: bool/int/float/str, 'none' -> None when the field is optional."""
+
+    def convert(text: str) -> Any:
+        if optional and text.lower() in _NONE_WORDS:
+            return None
+        if kind is bool:
+            if text.lower() in ("true", "yes", "1"):
+                return True
+            if text.lower() in ("false", "no", "0"):
+                return False
+            raise argparse.ArgumentTypeError(f"{flag} takes true or false, not {text!r}")
+        return kind(text)
+
+    convert.__name__ = kind.__name__  # argparse names the type in its error messages
+    return convert
+
+
+def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """Add one flag per (nested) field of dataclass ``cls`` to ``parser``.
+
+    Flags are ``--{prefix}{name with dashes}``; nested dataclass fields recurse with ``prefix + "name."``.
+    Every flag defaults to "not given" (:data:`argparse.SUPPRESS`), so that the parsed namespace holds
+    only overrides. Booleans also get ``--no-...``; other optional fields accept ``none``; tuples take
+    any number of values (none for an empty tuple); ``Literal`` fields list their choices.
+    """
+    hints = typing.get_type_hints(cls)
+    docs = _field_docs(cls)
+    group = parser.add_argument_group(f"{prefix[:-1]} ({cls.__name__})") if prefix else parser
+    for field in dataclasses.fields(cls):
+        annotation = hints[field.name]
+        if (nested := _nested_dataclass(annotation)) is not None:
+            add_dataclass_arguments(parser, nested, prefix=f"{prefix}{field.name}.")
+            continue
+        flag = f"--{prefix}{field.name.replace('_', '-')}"
+        kwargs: dict[str, Any] = dict(dest=f"{prefix}{field.name}", default=argparse.SUPPRESS)
+        kwargs["help"] = docs.get(field.name, "")
+        inner, optional = _unwrap_optional(annotation)
+        if inner is bool:  # None (a recipe's default) is simply not giving the flag
+            group.add_argument(flag, action=argparse.BooleanOptionalAction, **kwargs)
+            continue
+        if typing.get_origin(inner) is tuple:
+            element = typing.get_args(inner)[0]
+            kwargs.update(nargs="*", type=_converter(element, False, flag), metavar=element.__name__.upper())
+        elif typing.get_origin(inner) is Literal:
+            choices = list(typing.get_args(inner)) + ([None] if optional else [])
+            kwargs.update(choices=choices, type=_converter(str, optional, flag))
+        else:
+            kwargs.update(type=_converter(inner, optional, flag), metavar=inner.__name__.upper())
+        group.add_argument(flag, **kwargs)
+
+
+def overrides_from_namespace(namespace: argparse.Namespace) -> dict[str, Any]:
+    """The given flags of a namespace from :func:`add_dataclass_arguments` as a nested dict."""
+    nested: dict[str, Any] = {}
+    for dotted, value in vars(namespace).items():
+        *parents, name = dotted.split(".")
+        target = nested
+        for parent in parents:
+            target = target.setdefault(parent, {})
+        target[name] = value
+    return nested
+
+
+def merge(base: Mapping[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep merge of nested dicts: ``override`` wins, nested dicts merge key by key."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _unknown_key_error(cls: type, key: str, path: str, source: str) -> KeyError:
+    names = [field.name for field in dataclasses.fields(cls)]
+    close = difflib.get_close_matches(key, names, n=2)
+    hint = f"did you mean {' or '.join(repr(f'{path}{name}') for name in close)}? " if close else ""
+    return KeyError(f"{source}: unknown setting {path + key!r}; {hint}known: {', '.join(names)}.")
+
+
+def check_keys(cls: type, values: Mapping[str, Any], source: str, path: str = "") -> None:
+    """Raise KeyError naming ``source`` when ``values`` holds a key that is no field of ``cls``."""
+    hints = typing.get_type_hints(cls)
+    names = {field.name for field in dataclasses.fields(cls)}
+    for key, value in values.items():
+        if key not in names:
+            raise _unknown_key_error(cls, key, path, source)
+        nested = _nested_dataclass(hints[key])
+        if nested is not None and isinstance(value, Mapping):
+            check_keys(nested, value, source, f"{path}{key}.")
+
+
+def from_dict(cls: type, values: Mapping[str, Any], source: str = "configuration") -> Any:
+    """Build dataclass ``cls`` from nested dicts (nested dataclasses too); lists become tuples."""
+    check_keys(cls, values, source)
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in values.items():
+        nested = _nested_dataclass(hints[key])
+        if nested is not None and isinstance(value, Mapping):
+            value = from_dict(nested, value, source)
+        elif isinstance(value, list):
+            value = tuple(value)
+        kwargs[key] = value
+    try:
+        return cls(**kwargs)
+    except TypeError as error:  # a missing required field
+        raise ValueError(f"{source}: {cls.__name__} {error}.") from None
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML recipe as a nested dict; FileNotFoundError / ValueError name the file and the problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"Recipe {path} not found; pass an existing YAML file to --recipe.")
+    try:
+        values = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as error:
+        raise ValueError(f"Recipe {path} is not valid YAML: {error}") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"Recipe {path} must hold a mapping of settings, not {type(values).__name__}.")
+    return values

@@ -1,0 +1,113 @@
+"""The pretraining DataLoader, built so that a resumed run sees exactly the data an uninterrupted one would.
+
+Shuffling and augmentation depend only on (seed, epoch, image index): the sampler draws each epoch's
+permutation from (seed, epoch) and hands out ``(epoch, index)`` keys, and the data set seeds the view
+transforms of each image from its key. Nothing depends on the global RNG, on the number of DataLoader
+workers or processes, or on where in an epoch the run was resumed (``accelerator.skip_first_batches``
+skips keys, not RNG draws). Each epoch keeps whole global batches only, so every process and every
+gradient-accumulation step gets a full batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from ibzoo.augment import build_pretrain_transform, collate
+from ibzoo.data import ImageDataset
+
+__all__ = ["EpochShuffleSampler", "SeededViews", "build_pretrain_loader", "sample_seed"]
+
+
+def sample_seed(*keys: int) -> int:
+    """A 63-bit seed mixed from integer keys (numpy's SeedSequence), e.g. (seed, epoch, index)."""
+    return int(np.random.SeedSequence(list(keys)).generate_state(1, np.uint64)[0] >> np.uint64(1))
+
+
+class EpochShuffleSampler(Sampler[tuple[int, int]]):
+    """Yields ``(epoch, index)`` keys: a permutation of the rows drawn from (seed, epoch), cut to whole
+    global batches. Call :meth:`set_epoch` before iterating each epoch."""
+
+    def __init__(self, num_rows: int, global_batch_size: int, seed: int) -> None:
+        self.num_rows, self.seed, self.epoch = num_rows, seed, 0
+        self.num_keys = num_rows // global_batch_size * global_batch_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.epoch))
+        order = torch.randperm(self.num_rows, generator=generator)[: self.num_keys]
+        return ((self.epoch, index) for index in order.tolist())
+
+    def __len__(self) -> int:
+        return self.num_keys
+
+
+class SeededViews(Dataset):
+    """Rows of an image data set as ``{"views": V tensors, "label": int}``, augmented reproducibly.
+
+    Indexed by ``(epoch, index)``: the transform of row ``index`` runs with torch's RNG seeded from
+    (seed, epoch, index) inside ``torch.random.fork_rng``, so the caller's RNG is left untouched.
+    """
+
+    def __init__(self, data: ImageDataset, transform: Callable[[Any], list[torch.Tensor]], seed: int) -> None:
+        self.data, self.transform, self.seed = data, transform, seed
+
+    def __len__(self) -> int:
+        return len(self.data.dataset)
+
+    def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
+        epoch, index = key
+        row = self.data.dataset[index]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed(self.seed, epoch, index))
+            item: dict[str, Any] = {"views": self.transform(row[self.data.image_column])}
+        if self.data.label_column is not None:
+            item["label"] = row[self.data.label_column]
+        return item
+
+
+def build_pretrain_loader(
+    data: ImageDataset,
+    *,
+    framework: str,
+    image_size: int,
+    mean: tuple[float, ...],
+    std: tuple[float, ...],
+    global_batch_size: int,
+    per_process_batch_size: int,
+    seed: int,
+    num_workers: int,
+    pin_memory: bool,
+) -> DataLoader:
+    """The two-view pretraining DataLoader of one process, before ``accelerator.prepare``.
+
+    Batches are ``{"views": [V tensors (b, 3, S, S)], "label": (b,)}`` (label only for labelled data);
+    b: per-process batch, S: image_size. ``accelerator.prepare`` shards its batches over processes.
+    The framework's view recipes come from :mod:`ibzoo.augment`.
+
+    Raises:
+        ValueError: The data set holds fewer images than one global batch.
+    """
+    num_rows = len(data.dataset)
+    if num_rows < global_batch_size:
+        raise ValueError(
+            f"The training split has {num_rows} images, fewer than one batch of {global_batch_size}; "
+            "lower --batch-size (it is the global batch over all processes) or use more data."
+        )
+    transform = build_pretrain_transform(framework, image_size, mean, std)
+    return DataLoader(
+        SeededViews(data, transform, seed),
+        batch_size=per_process_batch_size,
+        sampler=EpochShuffleSampler(num_rows, global_batch_size, seed),
+        drop_last=True,  # the sampler already yields whole batches; this keeps every rank's batch full
+        num_workers=num_workers,
+        collate_fn=collate,
+        pin_memory=pin_memory,
+        persistent_workers=num_workers > 0,
+    )

@@ -1,0 +1,238 @@
+"""The pretraining step and epoch: what is trained, how one optimisation step runs, and what is logged.
+
+One step: V augmented views -> backbone (Z1) -> projector (Z2) -> ``BottleneckObjective`` (SSL loss +
+lambda I(Z1; Z2), Ouyang et al., ICLR 2025, arXiv:2503.00507) -> ``accelerator.backward`` ->
+optimiser and schedule step once per optimisation step (gradient accumulation through
+``accelerator.accumulate``). An online linear classifier on detached Z1 (solo-learn's habit) trains
+alongside when the data has labels, so a run reports how linearly separable its features are without a
+separate evaluation. Every ``log_every`` steps the information-plane quantities are computed on that
+step's batch; the host reads values only then.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from accelerate.utils import gather_object
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from ibzoo.models.pretraining import SSLModel
+from ibzoo.objectives import ObjectiveOutput
+from ibzoo.optim import OptimizerConfig, build_optimizer
+from ibzoo.training.checkpoint import TrainerState
+from ibzoo.training.run_log import RunLog, RunningMeans
+
+__all__ = [
+    "PretrainStepOutput",
+    "Pretrainer",
+    "PretrainingModule",
+    "build_pretrain_optimizer",
+    "parameter_digest",
+    "replica_digests",
+]
+
+logger = logging.getLogger(__name__)
+
+
+class PretrainStepOutput(NamedTuple):
+    """What :class:`PretrainingModule` returns for one batch."""
+
+    loss: Tensor  # objective loss + online classifier's cross-entropy: what to backpropagate
+    objective: ObjectiveOutput
+    online_loss: Tensor | None  # cross-entropy of the online classifier; None without labels
+    online_top1: Tensor | None  # its top-1 accuracy on this batch, percent (detached)
+
+
+class PretrainingModule(nn.Module):
+    """An :class:`~ibzoo.models.pretraining.SSLModel` plus an optional online linear classifier on Z1.
+
+    One ``forward`` computes everything a step needs, so that DistributedDataParallel sees the whole
+    computation. Shapes (V: views, B: batch, C: channels, H x W: image):
+    ``forward(V tensors (B, C, H, W), labels (B,) or None) -> PretrainStepOutput``.
+    """
+
+    def __init__(self, ssl_model: SSLModel, num_classes: int | None = None) -> None:
+        super().__init__()
+        self.ssl_model = ssl_model
+        self.classifier = nn.Linear(ssl_model.num_features, num_classes) if num_classes else None
+
+    def forward(
+        self, views: Sequence[Tensor], labels: Tensor | None = None, information_plane: bool = False
+    ) -> PretrainStepOutput:
+        z1 = [self.ssl_model(view) for view in views]  # each view alone, as SSLModel.compute_loss does
+        z2 = [self.ssl_model.project(features) for features in z1]
+        objective = self.ssl_model.objective(z1, z2, information_plane=information_plane)
+        if self.classifier is None or labels is None:
+            return PretrainStepOutput(objective.loss, objective, None, None)
+        # Detached: the classifier measures the features and must not shape them.
+        logits = self.classifier(torch.cat(z1).detach())
+        targets = labels.repeat(len(views))
+        online_loss = F.cross_entropy(logits, targets)
+        online_top1 = (logits.detach().argmax(dim=1) == targets).float().mean() * 100
+        return PretrainStepOutput(objective.loss + online_loss, objective, online_loss, online_top1)
+
+
+def build_pretrain_optimizer(
+    module: PretrainingModule, config: OptimizerConfig, total_batch_size: int, classifier_lr: float
+) -> torch.optim.Optimizer:
+    """``config``'s optimiser over the SSL model, plus the online classifier as its own group.
+
+    The classifier's group has no weight decay and, under LARS, no trust ratio; its lr is
+    ``classifier_lr`` scaled with the batch like the main lr (``config.lr_scaling``).
+    """
+    optimizer = build_optimizer(module.ssl_model, config, total_batch_size)
+    if module.classifier is not None:
+        scale = config.scaled_lr(total_batch_size) / config.lr
+        optimizer.add_param_group(
+            {
+                "params": list(module.classifier.parameters()),
+                "lr": classifier_lr * scale,
+                "weight_decay": 0.0,
+                "lars_exclude": True,
+            }
+        )
+    return optimizer
+
+
+def parameter_digest(module: nn.Module) -> str:
+    """SHA-256 of ``module``'s parameters: for each name in sorted order, the name's UTF-8 bytes then the
+    tensor's bytes (CPU, contiguous, own dtype)."""
+    digest = hashlib.sha256()
+    for name, param in sorted(module.named_parameters()):
+        digest.update(name.encode())
+        digest.update(param.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def replica_digests(accelerator: Accelerator, module: nn.Module) -> list[str]:
+    """:func:`parameter_digest` of ``module`` on every process, in rank order (a collective).
+
+    Data-parallel replicas must hold identical parameters; BatchNorm running statistics are buffers and
+    stay per process unless SyncBatchNorm is on, so they are left out.
+    """
+    digests = gather_object([parameter_digest(module)]) if accelerator.num_processes > 1 else None
+    digests = digests or [parameter_digest(module)]
+    if len(set(digests)) > 1:
+        logger.warning("Parameters differ between processes: %s", digests)
+    return digests
+
+
+class Pretrainer:
+    """Runs prepared objects through optimisation steps, advancing ``state`` and writing ``log``.
+
+    ``steps_per_epoch`` counts optimisation steps (global batches); every process iterates
+    ``steps_per_epoch * gradient_accumulation_steps`` batches per epoch.
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        module: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        state: TrainerState,
+        log: RunLog,
+        *,
+        steps_per_epoch: int,
+        global_batch_size: int,
+        log_every: int,
+    ) -> None:
+        self.accelerator = accelerator
+        self.module, self.optimizer, self.scheduler = module, optimizer, scheduler
+        self.state, self.log = state, log
+        self.steps_per_epoch = steps_per_epoch
+        self.global_batch_size = global_batch_size
+        self.log_every = log_every
+        self.channels_last = accelerator.device.type == "cuda"
+        self.interval_means, self.epoch_means = RunningMeans(), RunningMeans()
+        self._interval_start, self._interval_steps, self._lr = time.perf_counter(), 0, 0.0
+
+    def train_step(self, batch: dict[str, Any]) -> PretrainStepOutput:
+        """Forward and backward one (micro-)batch; steps optimiser and schedule when gradients sync."""
+        views = batch["views"]
+        if self.channels_last:
+            views = [view.contiguous(memory_format=torch.channels_last) for view in views]
+        with self.accelerator.accumulate(self.module):
+            # The information plane costs an extra SSL loss on Z1: only on the batch a record describes.
+            logging_step = (
+                self.accelerator.sync_gradients and (self.state.global_step + 1) % self.log_every == 0
+            )
+            output = self.module(views, batch.get("label"), information_plane=logging_step)
+            self.accelerator.backward(output.loss)
+            self._lr = self.optimizer.param_groups[0]["lr"]  # this step's lr, before the schedule moves on
+            self.optimizer.step()
+            if self.accelerator.sync_gradients and not self.optimizer.step_was_skipped:
+                self.scheduler.step()
+            self.optimizer.zero_grad(set_to_none=True)
+        means = {"loss": output.objective.loss, "ssl_loss": output.objective.ssl_loss}
+        means |= {"online_loss": output.online_loss, "online_top1": output.online_top1}
+        self.interval_means.add(means)
+        self.epoch_means.add(means)
+        return output
+
+    def train_epoch(self, loader: Iterable[dict[str, Any]], epoch: int, last_step: int) -> None:
+        """Train ``epoch`` from ``state.global_step`` (skipping batches a resumed run already saw) to its
+        end or to ``last_step``; ``state.epoch`` becomes ``epoch + 1`` when the epoch completes."""
+        self.module.train()
+        accumulation = self.accelerator.gradient_accumulation_steps
+        done = self.state.global_step - epoch * self.steps_per_epoch
+        assert 0 <= done <= self.steps_per_epoch, (self.state, epoch)
+        loader.set_epoch(epoch)
+        if done:
+            loader = self.accelerator.skip_first_batches(loader, done * accumulation)
+            loader.set_epoch(epoch)
+        end_step = min(last_step, (epoch + 1) * self.steps_per_epoch)
+        progress = tqdm(
+            total=end_step - epoch * self.steps_per_epoch,
+            initial=done,
+            desc=f"epoch {epoch}",
+            disable=not self.accelerator.is_local_main_process,
+            dynamic_ncols=True,
+        )
+        # images/s measures training only: checkpointing between epochs is left out.
+        self._interval_start, self._interval_steps = time.perf_counter(), 0
+        for batch in loader:
+            output = self.train_step(batch)
+            if not self.accelerator.sync_gradients:
+                continue
+            self.state.global_step += 1
+            self._interval_steps += 1
+            progress.update(1)
+            if self.state.global_step % self.log_every == 0:
+                record = self._log_interval(output, epoch)
+                progress.set_postfix(loss=f"{record['train/loss']:.4f}", refresh=False)
+            if self.state.global_step >= end_step:
+                break
+        progress.close()
+        if self.state.global_step == (epoch + 1) * self.steps_per_epoch:
+            self.state.epoch = epoch + 1
+            epoch_record = {
+                f"epoch/mean_{name}": value for name, value in self.epoch_means.read(self.accelerator).items()
+            }
+            self.log.write({"epoch": epoch, **epoch_record}, step=self.state.global_step)
+
+    def _log_interval(self, output: PretrainStepOutput, epoch: int) -> dict[str, Any]:
+        values = self.interval_means.read(self.accelerator)  # host sync: the interval's work is done
+        elapsed = time.perf_counter() - self._interval_start
+        record = {f"train/{name}": value for name, value in values.items()}
+        plane = output.objective.information_plane
+        if plane is not None:
+            quantities = torch.stack(list(plane))
+            if self.accelerator.num_processes > 1:
+                quantities = self.accelerator.reduce(quantities, reduction="mean")
+            record |= {
+                f"train/{name}": value for name, value in zip(plane._fields, quantities.tolist(), strict=True)
+            }
+        record["train/lr"] = self._lr
+        record["train/images_per_s"] = self._interval_steps * self.global_batch_size / elapsed
+        self.log.write({"epoch": epoch, **record}, step=self.state.global_step)
+        self._interval_start, self._interval_steps = time.perf_counter(), 0
+        return record

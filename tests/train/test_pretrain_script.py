@@ -1,0 +1,311 @@
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from accelerate.state import AcceleratorState, GradientState
+from huggingface_hub import HfApi
+from PIL import Image
+from safetensors.torch import load_file
+
+import ibzoo
+from ibzoo.training import CorruptCheckpointError, Pretrainer
+
+SCRIPT = Path(__file__).parents[2] / "train" / "pretrain.py"
+SMALL_TOPK = ["--projector.topk-latents", "64", "--projector.topk-k", "8"]
+# 16 images, global batch 8: two optimisation steps per epoch.
+SHORT_RUN = ["--batch-size", "8", "--log-every", "1", "--num-workers", "0", "--cpu", "--log-with"]
+
+
+def load_script():
+    spec = importlib.util.spec_from_file_location("pretrain_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_images(tmp_path_factory) -> Path:
+    """16 random 32 x 32 RGB images in 3 classes, plus a text column, as a save_to_disk folder."""
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)) for _ in range(16)]
+    features = datasets.Features(
+        {
+            "image": datasets.Image(),
+            "label": datasets.ClassLabel(names=["a", "b", "c"]),
+            "caption": datasets.Value("string"),
+        }
+    )
+    rows = {
+        "image": images,
+        "label": [i % 3 for i in range(16)],
+        "caption": [f"image {i}" for i in range(16)],
+    }
+    path = tmp_path_factory.mktemp("tiny") / "images"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(rows, features=features)}).save_to_disk(
+        str(path)
+    )
+    return path
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny tensors run fastest on one thread on a shared machine. Module-wide, before the reference run:
+    the thread count changes how CPU kernels sum, so exact comparisons need the same count."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def reset_accelerate() -> None:
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerate():
+    yield
+    reset_accelerate()
+
+
+def records(output_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (output_dir / "log.jsonl").read_text().splitlines()]
+
+
+def final_weights(output_dir: Path) -> dict[str, torch.Tensor]:
+    model = output_dir / "model"
+    return {
+        **load_file(model / "model.safetensors"),
+        **{f"projector.{k}": v for k, v in load_file(model / "projector.safetensors").items()},
+    }
+
+
+def assert_equal_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    different = [key for key in a if not torch.equal(a[key], b[key])]
+    assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
+
+
+@pytest.mark.slow
+def test_simclr_topk_run_writes_checkpoints_log_and_a_hub_folder(tiny_images, tmp_path, local_hub):
+    output_dir = tmp_path / "run"
+    argv = [
+        "--model",
+        "resnet18_cifar_simclr_topk",
+        "--data.dataset",
+        str(tiny_images),
+        *SMALL_TOPK,
+        *SHORT_RUN,
+    ]
+    argv += [
+        "--epochs",
+        "2",
+        "--optimizer.warmup-epochs",
+        "1",
+        "--max-steps",
+        "3",
+        "--output-dir",
+        str(output_dir),
+    ]
+    model_dir = load_script().main(
+        [*argv, "--log-with", "tensorboard", "--push-to-hub", "ibzoo-test/pretrain-e2e"]
+    )
+
+    assert model_dir == output_dir / "model"
+    run_config = json.loads((output_dir / "run_config.json").read_text())
+    assert run_config["projector"]["topk_latents"] == 64 and run_config["batch_size"] == 8
+    # A checkpoint after epoch 1 and one where --max-steps ended the run, in the middle of epoch 2.
+    checkpoints = output_dir / "checkpoints"
+    assert sorted(p.name for p in checkpoints.iterdir()) == [
+        "epoch-0001",
+        "epoch-0001-step-00000003",
+        "latest",
+    ]
+    assert (checkpoints / "latest").read_text().strip() == "epoch-0001-step-00000003"
+
+    log = records(output_dir)
+    assert [r["step"] for r in log] == [1, 2, 2, 3, 3]
+    step = log[3]
+    for key in (
+        "loss",
+        "ssl_loss",
+        "mutual_information",
+        "z1_target_information",
+        "online_top1",
+        "lr",
+        "images_per_s",
+    ):
+        assert np.isfinite(step[f"train/{key}"]), key
+    assert "epoch/mean_loss" in log[2] and len(log[4]["backbone_parameter_sha256"]) == 1
+    assert list((output_dir / "tensorboard").glob("events.out.tfevents.*"))
+
+    # The Hub folder holds the weights of the last checkpoint, loadable by plain timm names.
+    checkpoint = load_file(checkpoints / "epoch-0001-step-00000003" / "model.safetensors")
+    backbone = ibzoo.create_model(f"local-dir:{model_dir}", pretrained=True)
+    for name, value in backbone.state_dict().items():
+        torch.testing.assert_close(value, checkpoint[f"ssl_model.backbone.{name}"], rtol=0, atol=0)
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["ibzoo"]["model_name"] == "resnet18_cifar_simclr_topk"
+    assert config["pretrained_cfg"]["input_size"] == [3, 32, 32]
+    assert {"model.safetensors", "projector.safetensors", "config.json", "README.md"} <= set(
+        HfApi().list_repo_files("ibzoo-test/pretrain-e2e")
+    )
+
+
+@pytest.mark.slow
+def test_barlow_mlp_mi_with_gradient_accumulation(tiny_images, tmp_path):
+    output_dir = tmp_path / "run"
+    argv = ["--model", "resnet18_cifar_barlow_mlp_mi", "--data.dataset", str(tiny_images), *SHORT_RUN]
+    argv += [
+        "--projector.hidden-features",
+        "64",
+        "64",
+        "--projector.out-features",
+        "32",
+        "--image-size",
+        "16",
+    ]
+    argv += ["--epochs", "1", "--optimizer.warmup-epochs", "0", "--gradient-accumulation-steps", "2"]
+    load_script().main([*argv, "--output-dir", str(output_dir)])
+
+    log = records(output_dir)
+    assert [r["step"] for r in log] == [1, 2, 2, 2]  # two optimisation steps of 2 micro-batches each
+    assert all(r["train/mutual_information"] > 0 and r["train/loss"] > r["train/ssl_loss"] for r in log[:2])
+    assert json.loads((output_dir / "model" / "config.json").read_text())["ibzoo"]["framework"] == "barlow"
+
+
+RESUME_RUN = ["--model", "resnet18_cifar_simclr_mlp", "--projector.hidden-features", "64"]
+RESUME_RUN += ["--projector.out-features", "32", "--image-size", "16", *SHORT_RUN]
+RESUME_RUN += ["--epochs", "2", "--optimizer.warmup-epochs", "1"]
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_images, tmp_path_factory) -> Path:
+    """Two epochs (4 steps) in one go: the reference for the resumed runs."""
+    output_dir = tmp_path_factory.mktemp("uninterrupted")
+    load_script().main([*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(output_dir)])
+    reset_accelerate()
+    return output_dir
+
+
+class SimulatedKill(Exception):
+    pass
+
+
+@pytest.mark.slow
+def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(
+    tiny_images, uninterrupted, tmp_path, monkeypatch
+):
+    argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(tmp_path)]
+    train_step = Pretrainer.train_step
+
+    def killed_in_step_4(self, batch):
+        if self.state.global_step == 3:  # after the epoch-1 checkpoint and step 3's log record
+            raise SimulatedKill
+        return train_step(self, batch)
+
+    monkeypatch.setattr(Pretrainer, "train_step", killed_in_step_4)
+    with pytest.raises(SimulatedKill):
+        load_script().main(argv)
+    assert [r["step"] for r in records(tmp_path)] == [1, 2, 2, 3] and not (tmp_path / "model").exists()
+
+    monkeypatch.undo()
+    load_script().main(argv)
+    assert_equal_weights(final_weights(tmp_path), final_weights(uninterrupted))
+    # Step 3 was trained again after the resume; the log holds it once.
+    assert (
+        [r["step"] for r in records(tmp_path)]
+        == [r["step"] for r in records(uninterrupted)]
+        == [1, 2, 2, 3, 4, 4, 4]
+    )
+
+
+@pytest.mark.slow
+def test_paused_and_shortened_runs_continue_exactly(tiny_images, uninterrupted, tmp_path):
+    argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(tmp_path)]
+    script = load_script()
+    assert (
+        script.main([*argv, "--max-epochs-this-run", "1"]) == tmp_path / "checkpoints"
+    )  # paused after epoch 1
+    assert not (tmp_path / "model").exists()
+    script.main([*argv, "--max-steps", "3"])  # ends in the middle of epoch 2, with a model folder
+    assert (tmp_path / "checkpoints" / "latest").read_text().strip() == "epoch-0001-step-00000003"
+    script.main(argv)  # resumes mid-epoch, skipping the batch step 3 trained on
+    assert_equal_weights(final_weights(tmp_path), final_weights(uninterrupted))
+
+
+@pytest.mark.slow
+def test_corrupt_checkpoints_stop_the_run_with_the_remedy(tiny_images, uninterrupted, tmp_path):
+    output_dir = tmp_path / "run"
+    shutil.copytree(uninterrupted, output_dir)
+    for checkpoint in (output_dir / "checkpoints").glob("epoch-*"):
+        (checkpoint / "optimizer.bin").write_bytes(b"truncated")
+    argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(output_dir)]
+    with pytest.raises(CorruptCheckpointError, match=r"epoch-0002 could not be loaded .*Delete that folder"):
+        load_script().main(argv)
+
+
+@pytest.mark.slow
+@pytest.mark.distributed
+def test_two_cpu_processes_keep_identical_weights(tiny_images, tmp_path):
+    """Two gloo processes, each with half of every global batch, end with the same parameters.
+
+    Each rank reports the SHA-256 of its backbone parameters; rank 1's must equal the hash recomputed here
+    from the model.safetensors that rank 0 wrote.
+    """
+    launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT)]
+    argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(tmp_path)]
+    argv[argv.index("--num-workers") + 1] = "1"  # also exercise the worker processes
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    result = subprocess.run([*launch, *argv], env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "global batch 8 (4 per process)" in result.stderr
+
+    digests = records(tmp_path)[-1]["backbone_parameter_sha256"]
+    weights = load_file(tmp_path / "model" / "model.safetensors")
+    expected = hashlib.sha256()
+    for name, _ in sorted(ibzoo.create_model("resnet18_cifar_simclr_mlp").named_parameters()):
+        expected.update(name.encode() + weights[name].numpy().tobytes())
+    assert digests == [expected.hexdigest()] * 2
+
+
+@pytest.mark.parametrize(
+    ("extra", "error", "match"),
+    [
+        (["--data.label-column", "nope"], ValueError, r"Column 'nope' not found; available columns"),
+        (["--data.image-column", "caption"], ValueError, r"Image column 'caption' does not hold images"),
+        (["--batch-size", "32"], ValueError, r"has 16 images, fewer than one batch of 32"),
+        (["--batch-size", "6", "--gradient-accumulation-steps", "4"], ValueError, r"--batch-size 8 or 4"),
+    ],
+)
+def test_data_errors_stop_before_training(tiny_images, tmp_path, extra, error, match):
+    argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(tmp_path), *extra]
+    with pytest.raises(error, match=match):
+        load_script().main(argv)
+    assert not (tmp_path / "checkpoints").exists() and not (tmp_path / "run_config.json").exists()
+
+
+def test_unknown_dataset_and_another_runs_folder(tiny_images, tmp_path):
+    with pytest.raises(FileNotFoundError, match="neither an existing file or folder nor a Hub dataset id"):
+        load_script().main(
+            [*RESUME_RUN, "--data.dataset", "no such/data set", "--output-dir", str(tmp_path / "a")]
+        )
+    output_dir = tmp_path / "b"
+    output_dir.mkdir()
+    (output_dir / "run_config.json").write_text(json.dumps({"model": "resnet18_cifar_barlow_fsq"}))
+    with pytest.raises(
+        ValueError,
+        match=r"holds another run; .*model: 'resnet18_cifar_barlow_fsq' -> 'resnet18_cifar_simclr_mlp'",
+    ):
+        load_script().main([*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(output_dir)])
+    assert json.loads((output_dir / "run_config.json").read_text()) == {"model": "resnet18_cifar_barlow_fsq"}

@@ -1,0 +1,87 @@
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ibzoo.data import ImageDataset
+from ibzoo.training.loader import EpochShuffleSampler, SeededViews, build_pretrain_loader, sample_seed
+
+MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
+
+
+def tiny_images(num_rows: int = 10, labelled: bool = True) -> ImageDataset:
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)) for _ in range(num_rows)]
+    columns, features = {"image": images}, {"image": datasets.Image()}
+    if labelled:
+        columns["label"] = [i % 3 for i in range(num_rows)]
+        features["label"] = datasets.ClassLabel(names=["a", "b", "c"])
+    dataset = datasets.Dataset.from_dict(columns, features=datasets.Features(features))
+    return ImageDataset(dataset, "image", "label" if labelled else None, None, 3 if labelled else None)
+
+
+def loader(data: ImageDataset, **kwargs):
+    settings = dict(framework="simclr", image_size=8, mean=MEAN, std=STD, global_batch_size=4)
+    settings |= dict(per_process_batch_size=4, seed=0, num_workers=0, pin_memory=False)
+    return build_pretrain_loader(data, **(settings | kwargs))
+
+
+def test_sampler_draws_each_epochs_permutation_from_seed_and_epoch():
+    sampler = EpochShuffleSampler(num_rows=10, global_batch_size=4, seed=7)
+    assert len(sampler) == 8  # whole global batches only
+    for epoch in (0, 1):
+        sampler.set_epoch(epoch)
+        expected = torch.randperm(10, generator=torch.Generator().manual_seed(sample_seed(7, epoch)))[:8]
+        assert list(sampler) == [(epoch, index) for index in expected.tolist()]
+        assert list(sampler) == list(sampler)  # repeatable, whatever the global RNG does
+    sampler.set_epoch(0)
+    first = [index for _, index in sampler]
+    sampler.set_epoch(1)
+    assert first != [index for _, index in sampler]
+
+
+def test_views_depend_on_seed_epoch_and_index_only():
+    data = tiny_images()
+    views = SeededViews(data, lambda image: [torch.rand(3)], seed=0)
+    torch.manual_seed(123)
+    rng_before = torch.get_rng_state()
+    first = views[(0, 5)]
+    assert torch.equal(torch.get_rng_state(), rng_before)  # the caller's RNG is left alone
+    torch.manual_seed(999)
+    assert torch.equal(views[(0, 5)]["views"][0], first["views"][0])
+    assert not torch.equal(views[(1, 5)]["views"][0], first["views"][0])
+    assert not torch.equal(views[(0, 6)]["views"][0], first["views"][0])
+    assert first["label"] == 5 % 3
+    assert "label" not in SeededViews(tiny_images(labelled=False), lambda image: [torch.zeros(1)], 0)[(0, 1)]
+
+
+def test_loader_batches_two_normalised_views_and_labels():
+    batches = list(loader(tiny_images()))
+    assert len(batches) == 2  # 10 images, global batch 4: the last 2 are left for another epoch
+    views, labels = batches[0]["views"], batches[0]["label"]
+    assert len(views) == 2 and all(view.shape == (4, 3, 8, 8) for view in views)
+    assert labels.dtype == torch.int64 and labels.shape == (4,)
+    assert not torch.equal(views[0], views[1])  # two different augmentations of the same images
+    assert views[0].min() < 0  # normalised with the given mean / std
+
+
+def test_loader_is_independent_of_workers_and_batch_split():
+    """Worker processes and per-process batch sizes change nothing: keys, not RNG streams, decide."""
+    reference = list(loader(tiny_images()))
+    with_worker = list(loader(tiny_images(), num_workers=1))
+    split = list(loader(tiny_images(), per_process_batch_size=2))
+    for batch, other in zip(reference, with_worker, strict=True):
+        torch.testing.assert_close(batch, other, rtol=0, atol=0)
+    rejoined = [torch.cat([split[2 * i]["views"][0], split[2 * i + 1]["views"][0]]) for i in range(2)]
+    torch.testing.assert_close(rejoined, [batch["views"][0] for batch in reference], rtol=0, atol=0)
+
+
+def test_batch_larger_than_the_data_set_is_refused():
+    with pytest.raises(ValueError, match=r"has 10 images, fewer than one batch of 16; lower --batch-size"):
+        loader(tiny_images(), global_batch_size=16)
+
+
+def test_sample_seed_mixes_keys():
+    seeds = {sample_seed(seed, epoch, index) for seed in range(3) for epoch in range(3) for index in range(3)}
+    assert len(seeds) == 27 and all(0 <= seed < 2**63 for seed in seeds)

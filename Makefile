@@ -26,5 +26,12 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(PY) train/demo.py
 
+bench-speed: $(STAMP)
+	$(PY) train/benchmark_speed.py --output bench-speed.json
+
+# Needs Fashion-MNIST's IDX files: apt-get install dataset-fashion-mnist (about 2 hours on 2 CPU cores).
+bench-fmnist: $(STAMP)
+	$(PY) train/benchmark_fmnist.py --output-dir bench-fmnist
+
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output

@@ -90,8 +90,7 @@ def create_pretraining_model(
         if (framework, projector) not in ((None, None), (info.framework, info.projector)):
             raise ValueError(
                 f"{model_name} is already {info.framework} + {info.projector}; drop framework= / projector= "
-                "or "
-                "pass the backbone's timm name instead."
+                "or pass the backbone's timm name instead."
             )
         projector_config = projector_config or info.projector_config
         objective_config = objective_config or info.objective_config

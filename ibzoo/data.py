@@ -112,7 +112,7 @@ def load_image_dataset(config: DataConfig, split: str) -> ImageDataset:
     if split not in splits:
         raise KeyError(
             f"Split {split!r} not found in {config.dataset!r}; available splits: {', '.join(splits)}. "
-            "Pass one of them as --train-split / --eval-split."
+            "Pass one of them as --data.train-split / --data.eval-split."
         )
     dataset = splits[split]
     image_column = _resolve_image_column(dataset, config.image_column)
@@ -133,7 +133,7 @@ def load_image_dataset(config: DataConfig, split: str) -> ImageDataset:
         else:
             raise ValueError(
                 f"Label column {label_column!r} holds {feature}, not class ids; pass another "
-                "--label-column or cast it to integers / datasets.ClassLabel."
+                "--data.label-column or cast it to integers / datasets.ClassLabel."
             )
     return ImageDataset(dataset, image_column, label_column, class_names, num_classes)
 
@@ -176,14 +176,14 @@ def _load_splits(config: DataConfig) -> dict[str, datasets.Dataset]:
 def _resolve_image_column(dataset: datasets.Dataset, requested: str | None) -> str:
     columns = list(dataset.features)
     if requested is not None:
-        _require_column(dataset, requested, "--image-column")
+        _require_column(dataset, requested, "--data.image-column")
         return requested
     for column in columns:
         if isinstance(dataset.features[column], datasets.Image):
             return column
     raise ValueError(
         f"No image column found: none of the columns {columns} has a datasets.Image feature. "
-        "Pass the column that holds images (file paths or encoded bytes) as --image-column."
+        "Pass the column that holds images (file paths or encoded bytes) as --data.image-column."
     )
 
 
@@ -196,7 +196,7 @@ def _cast_to_images(dataset: datasets.Dataset, column: str) -> datasets.Dataset:
     if not holds_files:
         raise ValueError(
             f"Image column {column!r} holds {feature}, not images; pass the column that holds images "
-            "as --image-column."
+            "as --data.image-column."
         )
     dataset = dataset.cast_column(column, datasets.Image())
     try:
@@ -204,14 +204,14 @@ def _cast_to_images(dataset: datasets.Dataset, column: str) -> datasets.Dataset:
     except (OSError, ValueError) as error:
         raise ValueError(
             f"Image column {column!r} does not hold images: its first value could not be decoded "
-            f"({error}). Pass the column that holds image files or bytes as --image-column."
+            f"({error}). Pass the column that holds image files or bytes as --data.image-column."
         ) from error
     return dataset
 
 
 def _resolve_label_column(dataset: datasets.Dataset, requested: str | None) -> str | None:
     if requested is not None:
-        _require_column(dataset, requested, "--label-column")
+        _require_column(dataset, requested, "--data.label-column")
         return requested
     for column, feature in dataset.features.items():
         if isinstance(feature, datasets.ClassLabel):

@@ -322,7 +322,7 @@ def evaluate_backbone(
     """
     for split, data in (("train", train_data), ("test", test_data)):
         if data.label_column is None:
-            raise ValueError(f"The {split} split has no label column; pass --label-column to name it.")
+            raise ValueError(f"The {split} split has no label column; pass --data.label-column to name it.")
     transform = model_eval_transform(backbone)
     loaders = [
         DataLoader(

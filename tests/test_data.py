@@ -128,7 +128,8 @@ def _save_rows(tmp_path: Path, rows: dict) -> str:
 
 def test_no_image_column_error_lists_columns(tmp_path: Path) -> None:
     path = _save_rows(tmp_path, {"pixels": [1, 2], "label": [0, 1]})
-    with pytest.raises(ValueError, match=r"No image column found.*\['pixels', 'label'\].*--image-column"):
+    expected = r"No image column found.*\['pixels', 'label'\].*--data.image-column"
+    with pytest.raises(ValueError, match=expected):
         load_image_dataset(DataConfig(path), "train")
 
 
@@ -136,7 +137,7 @@ def test_no_image_column_error_lists_columns(tmp_path: Path) -> None:
 def test_missing_explicit_column_lists_available(tmp_path: Path, column: str) -> None:
     path = _save_rows(tmp_path, {"img": [_image("RGB", 0)], "y": [0]})
     config = DataConfig(path, image_column="img" if column == "label" else "pic", label_column="nope")
-    flag = "--image-column" if column == "image" else "--label-column"
+    flag = "--data.image-column" if column == "image" else "--data.label-column"
     with pytest.raises(ValueError, match=rf"not found; available columns: \['img', 'y'\].*{flag}"):
         load_image_dataset(config, "train")
 

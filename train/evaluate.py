@@ -1,13 +1,13 @@
 """Evaluate a frozen backbone: weighted k-NN and a linear probe on its pre-projector features.
 
-The backbone comes from a pretraining run, a Hub-ready folder or the zoo; without --pretrained a zoo
-name gives the random-init reference. Preprocessing (input size, mean / std) comes from the model's own
-config.
+The backbone comes from a pretraining run or a Hub-ready folder (--checkpoint), or from a model name
+(--model) with its pretrained weights; --random-init gives the name's untrained reference. Preprocessing
+(input size, mean / std) comes from the model's own config.
 
-    python train/evaluate.py --checkpoint runs/simclr-topk --dataset uoft-cs/cifar10
-    python train/evaluate.py --model resnet18_cifar_simclr_topk.cifar10 --pretrained \\
-        --dataset uoft-cs/cifar10 --protocol paper --output results/topk.json
-    python train/evaluate.py --model resnet18_cifar_simclr_mlp --dataset data/digits  # random init
+    python train/evaluate.py --checkpoint runs/simclr-topk --data.dataset uoft-cs/cifar10
+    python train/evaluate.py --model resnet18_cifar_simclr_topk.cifar10 --data.dataset uoft-cs/cifar10 \\
+        --protocol paper --output results/topk.json
+    python train/evaluate.py --model resnet18_cifar_simclr_mlp --random-init --data.dataset data/digits
 """
 
 import argparse
@@ -20,26 +20,23 @@ from accelerate import Accelerator
 from accelerate.utils import set_seed
 
 import ibzoo
-from ibzoo.data import DataConfig, load_image_dataset
-from ibzoo.evaluation import checkpoint_model_name, evaluate_backbone
+from ibzoo.data import load_image_dataset
+from ibzoo.evaluation import evaluate_backbone
+from ibzoo.training.cli import (
+    add_data_arguments,
+    add_model_source_arguments,
+    data_config_from_args,
+    model_source,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with ``model_name``, ``pretrained`` and ``data_config`` resolved."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--checkpoint", help="pretraining output folder (its model/ is used) or Hub-ready folder"
-    )
-    source.add_argument("--model", help="zoo or timm name, hf-hub:org/repo or local-dir:/path")
-    parser.add_argument("--pretrained", action="store_true", help="load --model's published weights")
-    parser.add_argument("--dataset", required=True, help="Hub dataset id or local folder / parquet file")
-    parser.add_argument("--dataset-name", help="configuration name of the Hub dataset")
-    parser.add_argument("--train-split", default="train", help="split the probes are fitted on")
-    parser.add_argument("--eval-split", default="test", help="split the probes are scored on")
-    parser.add_argument("--image-column", help="column holding images (default: the first Image column)")
-    parser.add_argument("--label-column", help="column holding class ids (default: the first ClassLabel)")
+    add_model_source_arguments(parser)
+    add_data_arguments(parser)
     parser.add_argument("--knn-k", type=int, default=200, help="neighbours of the weighted k-NN")
     parser.add_argument(
         "--knn-temperature", type=float, default=0.1, help="temperature T of the k-NN weights"
@@ -56,8 +53,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator exists")
     parser.add_argument("--output", type=Path, help="write the results to this JSON file")
     args = parser.parse_args(argv)
-    if args.pretrained and args.model is None:
-        parser.error("--pretrained goes with --model; a --checkpoint always loads its weights.")
+    try:
+        args.data_config = data_config_from_args(args)
+        args.model_name, args.pretrained = model_source(args)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
@@ -67,23 +67,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     accelerator = Accelerator(cpu=args.cpu)
     set_seed(args.seed)
 
-    if args.checkpoint is not None:
-        model_name, pretrained = checkpoint_model_name(args.checkpoint), True
-    else:
-        model_name, pretrained = args.model, args.pretrained
+    model_name, pretrained, dataset = args.model_name, args.pretrained, args.data_config.dataset
     # num_classes=0: the pooled features even when the folder holds a fine-tuned classifier.
     backbone = ibzoo.create_model(model_name, pretrained=pretrained, num_classes=0)
-
-    data_config = DataConfig(
-        dataset=args.dataset,
-        train_split=args.train_split,
-        eval_split=args.eval_split,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        name=args.dataset_name,
-    )
-    train_data = load_image_dataset(data_config, data_config.train_split)
-    test_data = load_image_dataset(data_config, data_config.eval_split)
+    train_data = load_image_dataset(args.data_config, args.data_config.train_split)
+    test_data = load_image_dataset(args.data_config, args.data_config.eval_split)
 
     results = evaluate_backbone(
         backbone,
@@ -97,14 +85,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         seed=args.seed,
         accelerator=accelerator,
     )
-    record = {"model": model_name, "pretrained": pretrained, "dataset": args.dataset, **results}
+    record = {"model": model_name, "pretrained": pretrained, "dataset": dataset, **results}
 
     if accelerator.is_main_process:
         weights = "" if pretrained else " (random init)"
         print(f"model          {model_name}{weights}")
-        print(
-            f"dataset        {args.dataset}: {record['num_train']} train / {record['num_test']} test images"
-        )
+        print(f"dataset        {dataset}: {record['num_train']} train / {record['num_test']} test images")
         print(f"k-NN top-1     {record['knn_top1']:6.2f}   (k={record['knn_k']}, T={args.knn_temperature})")
         print(f"linear top-1   {record['linear_top1']:6.2f}   ({args.protocol} protocol)")
         print(f"features       {record['feature_dim']}")

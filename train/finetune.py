@@ -6,10 +6,15 @@ crop and a horizontal flip at the model's input size; evaluation uses the model'
 The result is a timm folder (config.json + model.safetensors) that ``timm.create_model("local-dir:...",
 pretrained=True)`` loads, plus results.json with the top-1 accuracy of every epoch.
 
-    python train/finetune.py --model resnet18_cifar_simclr_topk.cifar10 --dataset uoft-cs/cifar10 \\
+The model is a pretraining run or a Hub-ready folder (--checkpoint), or a model name (--model) with its
+pretrained weights; --random-init trains the name's architecture from scratch, the supervised reference.
+
+    python train/finetune.py --model resnet18_cifar_simclr_topk.cifar10 --data.dataset uoft-cs/cifar10 \\
         --mode linear --epochs 30 --output-dir runs/topk-linear
     accelerate launch --mixed_precision bf16 train/finetune.py --checkpoint runs/simclr-topk \\
-        --dataset uoft-cs/cifar10 --mode full --optimizer sgd --output-dir runs/topk-full
+        --data.dataset uoft-cs/cifar10 --mode full --optimizer sgd --output-dir runs/topk-full
+    python train/finetune.py --model resnet18_cifar_simclr_mlp --random-init --data.dataset uoft-cs/cifar10 \\
+        --mode full --output-dir runs/scratch
 """
 
 import argparse
@@ -30,9 +35,15 @@ from torch.utils.data import DataLoader
 
 import ibzoo
 from ibzoo.augment import ViewRecipe, build_view_transform, collate, with_views
-from ibzoo.data import DataConfig, load_image_dataset
-from ibzoo.evaluation import checkpoint_model_name, extract_features, model_eval_transform, topk_accuracy
+from ibzoo.data import load_image_dataset
+from ibzoo.evaluation import extract_features, model_eval_transform, topk_accuracy
 from ibzoo.optim import OptimizerConfig, build_optimizer, warmup_cosine_schedule
+from ibzoo.training.cli import (
+    add_data_arguments,
+    add_model_source_arguments,
+    data_config_from_args,
+    model_source,
+)
 
 # Per-optimiser defaults of --lr / --weight-decay (SGD's decay is coupled L2, AdamW's decoupled).
 DEFAULT_LR = {"adamw": 1e-3, "sgd": 0.1}
@@ -42,21 +53,12 @@ SUPERVISED_VIEW = ViewRecipe(jitter_p=0.0, grayscale_p=0.0)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line, with the model, ``data_config`` and the optimiser defaults resolved."""
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument(
-        "--checkpoint", help="pretraining output folder (its model/ is used) or Hub-ready folder"
-    )
-    source.add_argument("--model", help="zoo or timm name, hf-hub:org/repo or local-dir:/path")
-    parser.add_argument("--random-init", action="store_true", help="start --model from random weights")
-    parser.add_argument("--dataset", required=True, help="Hub dataset id or local folder / parquet file")
-    parser.add_argument("--dataset-name", help="configuration name of the Hub dataset")
-    parser.add_argument("--train-split", default="train", help="split to train on")
-    parser.add_argument("--eval-split", default="test", help="split to report top-1 on after every epoch")
-    parser.add_argument("--image-column", help="column holding images (default: the first Image column)")
-    parser.add_argument("--label-column", help="column holding class ids (default: the first ClassLabel)")
+    add_model_source_arguments(parser)
+    add_data_arguments(parser)
     parser.add_argument(
         "--num-classes", type=int, help="classifier width (default: from the dataset's labels)"
     )
@@ -80,8 +82,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator exists")
     parser.add_argument("--output-dir", type=Path, required=True, help="gets model/ and results.json")
     args = parser.parse_args(argv)
-    if args.random_init and args.model is None:
-        parser.error("--random-init goes with --model; a --checkpoint always loads its weights.")
     if args.epochs < 1:
         parser.error(f"--epochs must be >= 1, got {args.epochs}.")
     if args.num_classes is not None and args.num_classes < 1:
@@ -89,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.lr = DEFAULT_LR[args.optimizer] if args.lr is None else args.lr
     if args.weight_decay is None:
         args.weight_decay = DEFAULT_WEIGHT_DECAY[args.optimizer]
+    try:
+        args.data_config = data_config_from_args(args)
+        args.model_name, args.pretrained = model_source(args)
+    except ValueError as error:
+        parser.error(str(error))
     return args
 
 
@@ -131,27 +136,19 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             f"{results_path} exists: {args.output_dir} holds a finished run; pass another --output-dir."
         )
 
-    data_config = DataConfig(
-        dataset=args.dataset,
-        train_split=args.train_split,
-        eval_split=args.eval_split,
-        image_column=args.image_column,
-        label_column=args.label_column,
-        name=args.dataset_name,
-    )
-    train_data = load_image_dataset(data_config, data_config.train_split)
-    eval_data = load_image_dataset(data_config, data_config.eval_split)
+    dataset = args.data_config.dataset
+    train_data = load_image_dataset(args.data_config, args.data_config.train_split)
+    eval_data = load_image_dataset(args.data_config, args.data_config.eval_split)
     num_classes = args.num_classes if args.num_classes is not None else train_data.num_classes
     if num_classes is None:
-        raise ValueError(f"{args.dataset} has no label column; name it with --label-column.")
+        raise ValueError(f"{dataset} has no label column; name it with --data.label-column.")
     if num_classes < (train_data.num_classes or 0):
         raise ValueError(
-            f"--num-classes {num_classes} is below the {train_data.num_classes} classes of {args.dataset}; "
+            f"--num-classes {num_classes} is below the {train_data.num_classes} classes of {dataset}; "
             "leave it out to take the dataset's."
         )
 
-    model_name = checkpoint_model_name(args.checkpoint) if args.checkpoint else args.model
-    model = ibzoo.create_model(model_name, pretrained=not args.random_init, num_classes=num_classes)
+    model = ibzoo.create_model(args.model_name, pretrained=args.pretrained, num_classes=num_classes)
     if args.mode == "linear":
         freeze_all_but_classifier(model)
 
@@ -200,9 +197,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         accelerator.print(f"epoch {epoch + 1}/{args.epochs}  train loss {train_loss:.4f}  top-1 {top1:6.2f}")
 
     results = {
-        "model": model_name,
-        "pretrained": not args.random_init,
-        "dataset": args.dataset,
+        "model": args.model_name,
+        "pretrained": args.pretrained,
+        "dataset": dataset,
         "mode": args.mode,
         "num_classes": num_classes,
         "optimizer": args.optimizer,

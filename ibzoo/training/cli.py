@@ -5,6 +5,10 @@ A (nested) dataclass becomes argparse flags with dotted names for nested fields,
 same nesting with the field names as keys. Both are read into plain nested dicts of *overrides*
 (only what was given), merged in order of precedence with :func:`merge`, and turned into the
 dataclass by :func:`from_dict`, whose ``__post_init__`` validation then applies.
+
+The scripts that start from a trained model (``train/evaluate.py``, ``train/finetune.py``) share two
+groups of flags: the data set as ``--data.*`` (:class:`~ibzoo.data.DataConfig`, the same flags as
+``train/pretrain.py``) and the model as ``--checkpoint DIR | --model NAME [--random-init]``.
 """
 
 from __future__ import annotations
@@ -18,18 +22,25 @@ import itertools
 import textwrap
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 
+from ibzoo.data import DataConfig
+from ibzoo.evaluation import checkpoint_model_name
+
 __all__ = [
+    "add_data_arguments",
     "add_dataclass_arguments",
+    "add_model_source_arguments",
     "check_keys",
+    "data_config_from_args",
     "from_dict",
     "load_yaml",
     "merge",
+    "model_source",
     "overrides_from_namespace",
 ]
 
@@ -92,14 +103,18 @@ def _converter(kind: type, optional: bool, flag: str):
     return convert
 
 
-def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+def add_dataclass_arguments(
+    parser: argparse.ArgumentParser, cls: type, prefix: str = "", required: Collection[str] = ()
+) -> None:
     """Add one flag per (nested) field of dataclass ``cls`` to ``parser``.
 
     Flags are ``--{prefix}{name with dashes}``; nested dataclass fields recurse with ``prefix + "name."``.
     Every flag defaults to "not given" (:data:`argparse.SUPPRESS`), so that the parsed namespace holds
     only overrides. Booleans also get ``--no-...``; other optional fields accept ``none``; tuples take
-    any number of values (none for an empty tuple); ``Literal`` fields list their choices.
+    any number of values (none for an empty tuple); ``Literal`` fields list their choices. The flags of
+    the fields of ``cls`` named in ``required`` must be given (argparse says so otherwise).
     """
+    check_keys(cls, dict.fromkeys(required), "add_dataclass_arguments(required=...)")
     hints = typing.get_type_hints(cls)
     docs = _field_docs(cls)
     group = parser.add_argument_group(f"{prefix[:-1]} ({cls.__name__})") if prefix else parser
@@ -110,6 +125,7 @@ def add_dataclass_arguments(parser: argparse.ArgumentParser, cls: type, prefix: 
             continue
         flag = f"--{prefix}{field.name.replace('_', '-')}"
         kwargs: dict[str, Any] = dict(dest=f"{prefix}{field.name}", default=argparse.SUPPRESS)
+        kwargs["required"] = field.name in required
         kwargs["help"] = docs.get(field.name, "")
         inner, optional = _unwrap_optional(annotation)
         if inner is bool:  # None (a recipe's default) is simply not giving the flag
@@ -198,3 +214,68 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not isinstance(values, dict):
         raise ValueError(f"Recipe {path} must hold a mapping of settings, not {type(values).__name__}.")
     return values
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """The data set as ``--data.*`` flags, one per :class:`~ibzoo.data.DataConfig` field, like pretraining's.
+
+    ``--data.dataset`` is required; read the result with :func:`data_config_from_args`.
+    """
+    add_dataclass_arguments(parser, DataConfig, prefix="data.", required=("dataset",))
+
+
+def data_config_from_args(args: argparse.Namespace) -> DataConfig:
+    """The :class:`~ibzoo.data.DataConfig` of the ``--data.*`` flags of :func:`add_data_arguments`.
+
+    For scripts that fit on ``train_split`` and score on ``eval_split``: a ValueError names the fix when
+    the flags leave no evaluation split or fail DataConfig's checks.
+    """
+    config = from_dict(DataConfig, overrides_from_namespace(args).get("data", {}), source="command line")
+    if config.eval_split is None:
+        raise ValueError("--data.eval-split none: this script scores on an evaluation split; name one.")
+    return config
+
+
+def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--checkpoint DIR | --model NAME [--random-init]``: the model a script starts from.
+
+    A checkpoint or a model name's pretrained weights by default, the untrained reference with
+    ``--random-init``; read the result with :func:`model_source`.
+    """
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument(
+        "--checkpoint",
+        metavar="DIR",
+        help="pretraining output folder (its model/ is used) or a folder with config.json; loads its weights",
+    )
+    source.add_argument(
+        "--model",
+        metavar="NAME",
+        help="zoo name with a pretrained tag (resnet18_cifar_simclr_topk.cifar10), timm name, "
+        "hf-hub:org/repo or local-dir:/path; loads its pretrained weights unless --random-init",
+    )
+    parser.add_argument(
+        "--random-init",
+        action="store_true",
+        help="build --model with random weights: the untrained reference",
+    )
+
+
+def model_source(args: argparse.Namespace) -> tuple[str, bool]:
+    """``(model name, pretrained)`` for :func:`ibzoo.create_model` from the model source flags.
+
+    ``--checkpoint DIR`` becomes ``local-dir:...`` (:func:`ibzoo.evaluation.checkpoint_model_name`) with its
+    weights; ``--model NAME`` is pretrained unless ``--random-init``.
+
+    Raises:
+        ValueError: ``--random-init`` with ``--checkpoint``.
+        FileNotFoundError: The checkpoint folder holds no ``config.json`` (nor does its ``model/``).
+    """
+    if args.checkpoint is None:
+        return args.model, not args.random_init
+    if args.random_init:
+        raise ValueError(
+            "--random-init goes with --model; a --checkpoint always loads its weights. For its architecture "
+            "untrained, pass --model local-dir:DIR/model --random-init."
+        )
+    return checkpoint_model_name(args.checkpoint), True

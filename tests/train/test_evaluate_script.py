@@ -66,7 +66,8 @@ def one_thread():
 @pytest.mark.slow  # imports scikit-learn, runs ResNet-18 on 90 images: 4-12 s on a shared 2-core machine
 def test_random_init_reference_writes_json(tiny_digits, tmp_path, capsys):
     output = tmp_path / "out" / "eval.json"
-    argv = ["--model", MODEL, "--dataset", str(tiny_digits), "--knn-k", "10", "--batch-size", "32"]
+    model = ["--model", MODEL, "--random-init"]
+    argv = [*model, "--data.dataset", str(tiny_digits), "--knn-k", "10", "--batch-size", "32"]
     returned = load_script().main([*argv, "--num-workers", "0", "--cpu", "--output", str(output)])
 
     record = json.loads(output.read_text())
@@ -98,7 +99,7 @@ def test_checkpoint_folder_loads_its_weights(tiny_brightness, tmp_path, monkeypa
         return evaluate_backbone(backbone, *args, **kwargs)
 
     monkeypatch.setattr(script, "evaluate_backbone", recording_evaluate_backbone)
-    argv = ["--dataset", str(tiny_brightness), "--knn-k", "5", "--num-workers", "0", "--cpu"]
+    argv = ["--data.dataset", str(tiny_brightness), "--knn-k", "5", "--num-workers", "0", "--cpu"]
     from_run = script.main(["--checkpoint", str(tmp_path / "run"), *argv])
     from_folder = script.main(["--checkpoint", str(tmp_path / "run" / "model"), *argv])
     assert from_run == from_folder
@@ -112,4 +113,4 @@ def test_checkpoint_folder_loads_its_weights(tiny_brightness, tmp_path, monkeypa
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         script.main(["--checkpoint", str(tmp_path), *argv])
     with pytest.raises(SystemExit):
-        script.main(["--checkpoint", str(tmp_path / "run"), "--pretrained", *argv])
+        script.main(["--checkpoint", str(tmp_path / "run"), "--random-init", *argv])

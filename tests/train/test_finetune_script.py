@@ -59,7 +59,7 @@ def test_linear_mode_trains_only_the_classifier_and_saves_a_timm_folder(tiny_dat
     pretrained = ibzoo.create_model(MODEL)
     save_for_hf(pretrained, tmp_path / "run" / "model", safe_serialization=True)
     output = tmp_path / "finetuned"
-    data = ["--dataset", str(tiny_dataset), "--num-workers", "0", "--cpu"]
+    data = ["--data.dataset", str(tiny_dataset), "--num-workers", "0", "--cpu"]
     argv = ["--checkpoint", str(tmp_path / "run"), "--mode", "linear", *data]
     run = [*argv, "--epochs", "1", "--batch-size", "8", "--output-dir", str(output)]
     results = load_script().main(run)
@@ -96,7 +96,7 @@ def test_full_mode_updates_the_backbone(tiny_dataset, tmp_path):
     save_for_hf(architecture, tmp_path / "architecture", safe_serialization=True)
     output = tmp_path / "scratch"
     model = ["--model", f"local-dir:{tmp_path / 'architecture'}", "--random-init"]
-    argv = [*model, "--dataset", str(tiny_dataset), "--num-workers", "0", "--cpu", "--optimizer", "sgd"]
+    argv = [*model, "--data.dataset", str(tiny_dataset), "--num-workers", "0", "--cpu", "--optimizer", "sgd"]
     results = load_script().main([*argv, "--epochs", "2", "--batch-size", "4", "--output-dir", str(output)])
     assert [epoch["epoch"] for epoch in results["epochs"]] == [1, 2]
     assert (results["lr"], results["weight_decay"], results["pretrained"]) == (0.1, 5e-4, False)
@@ -112,9 +112,23 @@ def test_full_mode_updates_the_backbone(tiny_dataset, tmp_path):
         load_script().main([*argv, "--batch-size", "13", "--output-dir", str(tmp_path / "too-big")])
 
 
-def test_arguments_are_checked():
-    script = load_script()
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--checkpoint", "run", "--random-init", "--data.dataset", "d"], "--random-init goes with --model"),
+        (["--model", "m", "--data.dataset", "d", "--epochs", "0"], "--epochs must be >= 1"),
+        (["--model", "m"], "required: --data.dataset"),
+    ],
+)
+def test_arguments_are_checked(argv, message, capsys):
     with pytest.raises(SystemExit):
-        script.parse_args(["--checkpoint", "run", "--random-init", "--dataset", "d", "--output-dir", "o"])
-    with pytest.raises(SystemExit):
-        script.parse_args(["--model", "m", "--dataset", "d", "--output-dir", "o", "--epochs", "0"])
+        load_script().parse_args([*argv, "--output-dir", "o"])
+    assert message in capsys.readouterr().err
+
+
+def test_model_and_data_flags_are_resolved():
+    args = load_script().parse_args(
+        ["--model", "m", "--data.dataset", "d", "--data.label-column", "y", "--output-dir", "o"]
+    )
+    assert (args.model_name, args.pretrained) == ("m", True)
+    assert args.data_config == DataConfig(dataset="d", label_column="y")

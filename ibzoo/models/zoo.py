@@ -73,11 +73,15 @@ DATASETS = {
     "in100": DatasetCfg(
         "in100", "clane9/imagenet-100", (3, 224, 224), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 0.875
     ),
+    # 28 px greyscale images resized to 32 px and repeated over 3 channels (the CIFAR backbone's input).
+    "fmnist": DatasetCfg(
+        "fmnist", "zalando-datasets/fashion_mnist", (3, 32, 32), (0.2860,) * 3, (0.3530,) * 3, 1.0
+    ),
 }
 
 # backbone name -> (timm architecture, recipe family, pretrained tags)
 BACKBONES: dict[str, tuple[str, Family, tuple[str, ...]]] = {
-    "resnet18_cifar": ("resnet18_cifar", "cifar", ("cifar10", "cifar100")),
+    "resnet18_cifar": ("resnet18_cifar", "cifar", ("cifar10", "cifar100", "fmnist")),
     "resnet50_cifar": ("resnet50_cifar", "cifar", ("cifar10", "cifar100")),
     "resnet18": ("resnet18", "imagenet", ("in100",)),
     "resnet50": ("resnet50", "imagenet", ("in100",)),

@@ -1,17 +1,20 @@
 """Registry-driven checks: every zoo name is covered without anyone listing it."""
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import timm
 import torch
+import yaml
 
 import ibzoo
-from ibzoo.models.zoo import FRAMEWORKS, MODEL_INFOS, PROJECTORS, paper_projector_config
+from ibzoo.models.zoo import DATASETS, FRAMEWORKS, MODEL_INFOS, PROJECTORS, paper_projector_config
 from ibzoo.objectives import BottleneckObjective
 from ibzoo.projectors import build_projector
 
 ZOO_NAMES = sorted(MODEL_INFOS)
+RECIPES = Path(__file__).resolve().parents[2] / "train" / "recipes"
 
 
 def _input_for(name: str, batch: int = 2) -> torch.Tensor:
@@ -109,3 +112,13 @@ def test_paper_projector_config_rejects_unknown_choices():
         paper_projector_config("byol", "mlp")
     with pytest.raises(ValueError, match="choose one of mlp, fsq"):
         paper_projector_config("simclr", "vq")
+
+
+@pytest.mark.parametrize("name_tag", ibzoo.list_pretrained())
+def test_every_pretrained_tag_names_its_hub_repo_and_has_a_recipe(name_tag):
+    name, tag = name_tag.split(".")
+    cfg = timm.models.get_pretrained_cfg(name_tag)
+    assert cfg.hf_hub_id == f"ibzoo/{name_tag}"
+    recipe = RECIPES / f"{ibzoo.model_info(name).framework}_{tag}.yaml"
+    assert recipe.is_file(), f"{name_tag} has no recipe {recipe}"
+    assert yaml.safe_load(recipe.read_text())["data"]["dataset"] == DATASETS[tag].hf_dataset

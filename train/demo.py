@@ -91,7 +91,7 @@ def main() -> None:
         result = evaluate_backbone(backbone, train, test, knn_k=20)
         print(f"{label:<28}{result['knn_top1']:>11.1f}%{result['linear_top1']:>13.1f}%")
 
-    with LocalHub(OUTPUT / "hub") as hub:
+    with LocalHub(OUTPUT / "hub", port=HUB_PORT) as hub:
         repo_id = f"demo/{MODEL}-digits"
         print(f"\nPushing {run_dir / 'model'} to the local Hub at {hub.endpoint} as {repo_id} ...")
         print("commit:", push_to_hub(run_dir / "model", repo_id, commit_message="Demo run on digits"))

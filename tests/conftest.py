@@ -77,3 +77,15 @@ def hf_offline(monkeypatch: pytest.MonkeyPatch) -> None:
     if (datasets_config := sys.modules.get("datasets.config")) is not None:
         monkeypatch.setattr(datasets_config, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests on one torch thread: for tiny tensors on a busy machine, handing work to
+    several threads costs 10-50x more time than it saves."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,14 +15,7 @@ from ibzoo.evaluation import (
     model_eval_transform,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: on a busy machine, handing them to several threads costs 10-50x more time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def gaussian_blobs(num_classes, num_train, num_test, dim=16, spread=4.0, seed=0):

@@ -54,13 +54,7 @@ def tiny_brightness(tmp_path_factory):
     return path
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: on a busy machine, handing them to several threads costs 10-50x more time."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.mark.slow  # imports scikit-learn, runs ResNet-18 on 90 images: 4-12 s on a shared 2-core machine

@@ -1,0 +1,95 @@
+"""Tests for ibzoo.benchmark_table: mean ± spread over seeds, paired deltas, the Markdown table, the JSON."""
+
+import json
+import statistics
+
+import pytest
+
+from ibzoo.benchmark_table import (
+    RANDOM_INIT,
+    Summary,
+    find_run,
+    load_results,
+    paired_delta,
+    record_run,
+    render_markdown,
+    save_results,
+    summarize,
+)
+
+
+def _run(framework: str, projector: str, seed: int, linear: float, knn: float) -> dict:
+    return dict(
+        framework=framework,
+        projector=projector,
+        seed=seed,
+        linear_top1=linear,
+        knn_top1=knn,
+        train_seconds=120.0,
+    )
+
+
+RUNS = [
+    _run("simclr", "mlp", 0, 80.0, 75.0),
+    _run("simclr", "mlp", 1, 82.0, 76.0),
+    _run("simclr", "topk", 0, 81.0, 78.0),
+    _run("simclr", "topk", 1, 84.0, 78.5),
+    _run(*RANDOM_INIT, 0, 60.0, 55.0),
+]
+
+
+def test_summary_is_the_mean_and_sample_standard_deviation():
+    values = [80.0, 82.0, 87.5]
+    summary = summarize(values)
+    assert summary.mean == pytest.approx(statistics.fmean(values))
+    assert summary.spread == pytest.approx(statistics.stdev(values)) and summary.count == 3
+    assert summarize([71.25]) == Summary(71.25, None, 1)  # one seed: no spread to report
+    with pytest.raises(ValueError, match="at least one finished seed"):
+        summarize([])
+
+
+def test_delta_pairs_seeds_and_ignores_unpaired_ones():
+    delta = paired_delta(RUNS, "simclr", "topk", "linear_top1")
+    # Per-seed differences +1 and +2, not the difference of means with the spread of both cells.
+    assert delta.mean == pytest.approx(1.5) and delta.spread == pytest.approx(statistics.stdev([1.0, 2.0]))
+    unpaired = [*RUNS, _run("simclr", "fsq", 2, 90.0, 90.0)]
+    assert paired_delta(unpaired, "simclr", "fsq", "linear_top1") is None
+
+
+def test_markdown_table_rows_values_and_deltas():
+    table = render_markdown({"runs": RUNS})
+    lines = table.splitlines()
+    assert lines[0] == (
+        "| framework | projector | seeds | linear top-1 (%) | Δ vs mlp | k-NN top-1 (%) | Δ vs mlp "
+        "| pretrain min / seed |"
+    )
+    assert lines[1] == "|" + "---|" * 8
+    assert lines[2] == "| SimCLR | mlp | 0,1 | 81.00 ± 1.41 | — | 75.50 ± 0.71 | — | 2.0 |"
+    assert (
+        lines[3]
+        == "| SimCLR | topk | 0,1 | 82.50 ± 2.12 | +1.50 ± 0.71 | 78.25 ± 0.35 | +2.75 ± 0.35 | 2.0 |"
+    )
+    assert lines[4] == "| — | random init | 0 | 60.00 | — | 55.00 | — | 2.0 |"  # the reference row last
+    assert len(lines) == 5
+
+
+def test_results_round_trip_and_a_rerun_replaces_its_record(tmp_path):
+    path = tmp_path / "results.json"
+    results = {"settings": {"epochs": 6}, "runs": []}
+    for run in RUNS:
+        record_run(results, run)
+    record_run(results, _run("simclr", "topk", 0, 85.0, 79.0))
+    save_results(path, results)
+    loaded = load_results(path)
+    assert loaded == json.loads(path.read_text()) and len(loaded["runs"]) == len(RUNS)
+    assert find_run(loaded, "simclr", "topk", 0)["linear_top1"] == 85.0
+    assert find_run(loaded, "barlow", "topk", 0) is None
+    assert not (tmp_path / "results.json.tmp").exists()
+
+
+def test_missing_or_foreign_results_files_are_refused(tmp_path):
+    with pytest.raises(FileNotFoundError, match="run the benchmark first"):
+        load_results(tmp_path / "nope.json")
+    (tmp_path / "other.json").write_text("[1, 2]")
+    with pytest.raises(ValueError, match="not a benchmark results file"):
+        load_results(tmp_path / "other.json")

@@ -29,7 +29,8 @@ demo: $(STAMP)
 bench-speed: $(STAMP)
 	$(PY) train/benchmark_speed.py --output bench-speed.json
 
-# Needs Fashion-MNIST's IDX files: apt-get install dataset-fashion-mnist (about 2 hours on 2 CPU cores).
+# Needs Fashion-MNIST's IDX files: apt-get install dataset-fashion-mnist (about 2 hours on an idle
+# 2-core CPU; add --resume to continue an interrupted run, --budget quick for a smoke run).
 bench-fmnist: $(STAMP)
 	$(PY) train/benchmark_fmnist.py --output-dir bench-fmnist
 

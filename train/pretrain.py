@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, set_seed
 
 import ibzoo
+from ibzoo.batched_augment import build_batched_pretrain_augment
 from ibzoo.data import load_image_dataset
 from ibzoo.hub import push_to_hub, save_pretrained
 from ibzoo.optim import warmup_cosine_schedule
@@ -77,7 +78,14 @@ def main(argv: list[str] | None = None) -> Path:
         seed=config.seed,
         num_workers=config.num_workers,
         pin_memory=accelerator.device.type == "cuda",
+        augment_on_device=config.augment_on_device,
     )
+    # With --augment-on-device the workers only decode; the views are made batched on the accelerator.
+    augment = None
+    if config.augment_on_device:
+        augment = build_batched_pretrain_augment(
+            config.objective.framework, config.image_size, config.mean, config.std
+        ).to(accelerator.device)
     steps_per_epoch = len(train_data.dataset) // config.batch_size
     total_steps = steps_per_epoch * config.epochs
 
@@ -95,6 +103,9 @@ def main(argv: list[str] | None = None) -> Path:
     if accelerator.device.type == "cuda":  # NHWC convolutions are the fast ones on tensor cores
         module = module.to(memory_format=torch.channels_last)
         torch.backends.cudnn.benchmark = True  # fixed input sizes: pick the fastest kernels once
+    if config.compile:
+        # In place: the parameter names, hence checkpoints and the Hub folder, stay those of the eager model.
+        module.ssl_model.backbone.compile()
 
     optimizer = build_pretrain_optimizer(
         module, config.optimizer, config.batch_size, config.online_classifier_lr
@@ -124,6 +135,8 @@ def main(argv: list[str] | None = None) -> Path:
         steps_per_epoch=steps_per_epoch,
         global_batch_size=config.batch_size,
         log_every=config.log_every,
+        augment=augment,
+        seed=config.seed,
     )
 
     last_step = min(total_steps, config.max_steps or total_steps)

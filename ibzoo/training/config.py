@@ -56,6 +56,7 @@ RESUMABLE_CHANGES = frozenset(
         "push_to_hub",
         "mixed_precision",
         "cpu",
+        "compile",
     }
 )
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -111,6 +112,10 @@ class PretrainConfig:
     """Train on the CPU even when an accelerator is present."""
     num_workers: int = 4
     """DataLoader worker processes per training process (0: load in the training process)."""
+    compile: bool = False
+    """torch.compile the backbone: for GPUs; the first steps are slow while it compiles."""
+    augment_on_device: bool = False
+    """Workers only decode to uint8; the two views are augmented batched on the accelerator in the step."""
     online_classifier: bool = True
     """Train a linear classifier on detached backbone features alongside, when the data has labels."""
     online_classifier_lr: float = 0.1

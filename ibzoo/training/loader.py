@@ -6,6 +6,10 @@ transforms of each image from its key. Nothing depends on the global RNG, on the
 workers or processes, or on where in an epoch the run was resumed (``accelerator.skip_first_batches``
 skips keys, not RNG draws). Each epoch keeps whole global batches only, so every process and every
 gradient-accumulation step gets a full batch.
+
+With ``augment_on_device`` the workers only decode (:func:`ibzoo.augment.build_decode_transform`) and
+the views are made batched on the accelerator by :class:`ibzoo.training.loop.Pretrainer`, seeded from
+(seed, epoch, batch, process) with :func:`sample_seed`: still exact on resume.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from ibzoo.augment import build_pretrain_transform, collate
+from ibzoo.augment import MultiViewTransform, build_decode_transform, build_pretrain_transform, collate
 from ibzoo.data import ImageDataset
 
 __all__ = ["EpochShuffleSampler", "SeededViews", "build_pretrain_loader", "sample_seed"]
@@ -84,12 +88,15 @@ def build_pretrain_loader(
     seed: int,
     num_workers: int,
     pin_memory: bool,
+    augment_on_device: bool = False,
 ) -> DataLoader:
     """The two-view pretraining DataLoader of one process, before ``accelerator.prepare``.
 
     Batches are ``{"views": [V tensors (b, 3, S, S)], "label": (b,)}`` (label only for labelled data);
     b: per-process batch, S: image_size. ``accelerator.prepare`` shards its batches over processes.
-    The framework's view recipes come from :mod:`ibzoo.augment`.
+    The framework's view recipes come from :mod:`ibzoo.augment`. With ``augment_on_device`` the batches
+    hold one uint8 (b, 3, S, S) tensor of decoded, centre-cropped images instead, for
+    :func:`ibzoo.batched_augment.build_batched_pretrain_augment` to turn into views on the accelerator.
 
     Raises:
         ValueError: The data set holds fewer images than one global batch.
@@ -100,7 +107,10 @@ def build_pretrain_loader(
             f"The training split has {num_rows} images, fewer than one batch of {global_batch_size}; "
             "lower --batch-size (it is the global batch over all processes) or use more data."
         )
-    transform = build_pretrain_transform(framework, image_size, mean, std)
+    if augment_on_device:
+        transform = MultiViewTransform([build_decode_transform(image_size)])
+    else:
+        transform = build_pretrain_transform(framework, image_size, mean, std)
     return DataLoader(
         SeededViews(data, transform, seed),
         batch_size=per_process_batch_size,

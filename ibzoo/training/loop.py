@@ -6,7 +6,8 @@ optimiser and schedule step once per optimisation step (gradient accumulation th
 ``accelerator.accumulate``). An online linear classifier on detached Z1 (solo-learn's habit) trains
 alongside when the data has labels, so a run reports how linearly separable its features are without a
 separate evaluation. Every ``log_every`` steps the information-plane quantities are computed on that
-step's batch; the host reads values only then.
+step's batch; the host reads values only then. With a batched augmentation (``--augment-on-device``) the
+loader yields decoded uint8 images and the epoch turns each batch into views on the accelerator first.
 """
 
 from __future__ import annotations
@@ -24,10 +25,12 @@ from accelerate.utils import gather_object
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from ibzoo.batched_augment import BatchedAugment
 from ibzoo.models.pretraining import SSLModel
 from ibzoo.objectives import ObjectiveOutput
 from ibzoo.optim import OptimizerConfig, build_optimizer
 from ibzoo.training.checkpoint import TrainerState
+from ibzoo.training.loader import sample_seed
 from ibzoo.training.run_log import RunLog, RunningMeans
 
 __all__ = [
@@ -129,7 +132,9 @@ class Pretrainer:
     """Runs prepared objects through optimisation steps, advancing ``state`` and writing ``log``.
 
     ``steps_per_epoch`` counts optimisation steps (global batches); every process iterates
-    ``steps_per_epoch * gradient_accumulation_steps`` batches per epoch.
+    ``steps_per_epoch * gradient_accumulation_steps`` batches per epoch. With ``augment`` the loader's
+    batches hold decoded uint8 images (:func:`ibzoo.training.build_pretrain_loader` with
+    ``augment_on_device``), made into views by :meth:`augment_views` with randomness keyed by ``seed``.
     """
 
     def __init__(
@@ -144,6 +149,8 @@ class Pretrainer:
         steps_per_epoch: int,
         global_batch_size: int,
         log_every: int,
+        augment: BatchedAugment | None = None,
+        seed: int = 0,
     ) -> None:
         self.accelerator = accelerator
         self.module, self.optimizer, self.scheduler = module, optimizer, scheduler
@@ -151,9 +158,27 @@ class Pretrainer:
         self.steps_per_epoch = steps_per_epoch
         self.global_batch_size = global_batch_size
         self.log_every = log_every
+        self.augment, self.seed = augment, seed
         self.channels_last = accelerator.device.type == "cuda"
         self.interval_means, self.epoch_means = RunningMeans(), RunningMeans()
         self._interval_start, self._interval_steps, self._lr = time.perf_counter(), 0, 0.0
+
+    def augment_views(self, batch: dict[str, Any], epoch: int, batch_index: int) -> dict[str, Any]:
+        """Replace a decode-only batch's images, one uint8 (b, 3, S, S) tensor, by the V augmented views.
+
+        b: per-process batch, S: image size, V: views. The random parameters are seeded from (seed, epoch,
+        this process's batch index in the epoch, process index): a resumed run draws the same views, but
+        unlike the per-image path the views depend on the number of processes.
+        """
+        (images,) = batch["views"]
+        device = images.device
+        # BatchedAugment takes no generator: it draws from the default one of the images' device. Fork that
+        # one, seed it for this batch and restore it after, so the rest of training sees its RNG untouched.
+        forked_devices = [] if device.type == "cpu" else [device]
+        with torch.random.fork_rng(devices=forked_devices, device_type=device.type):
+            torch.manual_seed(sample_seed(self.seed, epoch, batch_index, self.accelerator.process_index))
+            views = self.augment(images)
+        return {**batch, "views": views}
 
     def train_step(self, batch: dict[str, Any]) -> PretrainStepOutput:
         """Forward and backward one (micro-)batch; steps optimiser and schedule when gradients sync."""
@@ -199,7 +224,10 @@ class Pretrainer:
         )
         # images/s measures training only: checkpointing between epochs is left out.
         self._interval_start, self._interval_steps = time.perf_counter(), 0
-        for batch in loader:
+        # Batch indices count this process's micro-batches in the epoch, the skipped ones included.
+        for batch_index, batch in enumerate(loader, start=done * accumulation):
+            if self.augment is not None:
+                batch = self.augment_views(batch, epoch, batch_index)
             output = self.train_step(batch)
             if not self.accelerator.sync_gradients:
                 continue

@@ -244,6 +244,19 @@ def test_paused_and_shortened_runs_continue_exactly(tiny_images, uninterrupted, 
 
 
 @pytest.mark.slow
+def test_augment_on_device_run_resumed_mid_epoch_matches_the_uninterrupted_one(tiny_images, tmp_path):
+    """The views made on the device are keyed by (seed, epoch, batch, process), so a resumed run is exact."""
+    argv = [*RESUME_RUN, "--augment-on-device", "--data.dataset", str(tiny_images)]
+    script = load_script()
+    script.main([*argv, "--output-dir", str(tmp_path / "uninterrupted")])
+    script.main([*argv, "--output-dir", str(tmp_path / "resumed"), "--max-steps", "3"])
+    script.main([*argv, "--output-dir", str(tmp_path / "resumed")])  # skips the batch step 3 trained on
+    assert json.loads((tmp_path / "resumed" / "run_config.json").read_text())["augment_on_device"] is True
+    assert_equal_weights(final_weights(tmp_path / "resumed"), final_weights(tmp_path / "uninterrupted"))
+    assert all(np.isfinite(record["train/loss"]) for record in records(tmp_path / "resumed")[:2])
+
+
+@pytest.mark.slow
 def test_corrupt_checkpoints_stop_the_run_with_the_remedy(tiny_images, uninterrupted, tmp_path):
     output_dir = tmp_path / "run"
     shutil.copytree(uninterrupted, output_dir)

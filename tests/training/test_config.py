@@ -101,6 +101,17 @@ def test_flag_kinds_bool_none_tuple_and_choices():
         parse_pretrain_args([*REQUIRED, "--epochs", "two"])
 
 
+def test_speed_flags_are_off_by_default_and_only_compile_may_change_on_resume():
+    default = parse_pretrain_args(REQUIRED)
+    assert default.compile is False and default.augment_on_device is False
+    config = parse_pretrain_args([*REQUIRED, "--compile", "--augment-on-device"])
+    assert config.compile is True and config.augment_on_device is True
+    # Compiling changes how the same model trains; on-device augmentation draws other views.
+    assert dataclasses.replace(default, compile=True).identity() == default.identity()
+    assert dataclasses.replace(default, augment_on_device=True).identity() != default.identity()
+    assert parse_pretrain_args([*REQUIRED, "--no-compile"]).compile is False
+
+
 def test_resolved_config_round_trips_through_json():
     config = parse_pretrain_args([*REQUIRED, "--projector.topk-latents", "64", "--projector.topk-k", "8"])
     saved = json.loads(json.dumps(config.to_dict()))

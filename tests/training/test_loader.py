@@ -4,6 +4,7 @@ import pytest
 import torch
 from PIL import Image
 
+from ibzoo.augment import build_decode_transform
 from ibzoo.data import ImageDataset
 from ibzoo.training.loader import EpochShuffleSampler, SeededViews, build_pretrain_loader, sample_seed
 
@@ -75,6 +76,20 @@ def test_loader_is_independent_of_workers_and_batch_split():
         torch.testing.assert_close(batch, other, rtol=0, atol=0)
     rejoined = [torch.cat([split[2 * i]["views"][0], split[2 * i + 1]["views"][0]]) for i in range(2)]
     torch.testing.assert_close(rejoined, [batch["views"][0] for batch in reference], rtol=0, atol=0)
+
+
+def test_augment_on_device_loader_only_decodes_to_uint8():
+    batches = list(loader(tiny_images(), augment_on_device=True))
+    assert len(batches) == 2
+    (images,) = batches[0]["views"]  # one decoded image per row; the views are made on the accelerator
+    assert images.dtype == torch.uint8 and images.shape == (4, 3, 8, 8)
+    # Rows are the sampler's order and the plain decode of each image: resize 12 -> 8, nothing random.
+    sampler = EpochShuffleSampler(num_rows=10, global_batch_size=4, seed=0)
+    first_rows = [index for _, index in sampler][:4]
+    decode = build_decode_transform(8)
+    expected = torch.stack([decode(tiny_images().dataset[index]["image"]) for index in first_rows])
+    torch.testing.assert_close(images, expected, rtol=0, atol=0)
+    assert torch.equal(batches[0]["label"], torch.tensor(first_rows) % 3)
 
 
 def test_batch_larger_than_the_data_set_is_refused():

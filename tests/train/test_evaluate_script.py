@@ -1,6 +1,4 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -12,16 +10,13 @@ from timm.models import save_for_hf
 import ibzoo
 from ibzoo.data import build_digits_dataset
 from ibzoo.evaluation import evaluate_backbone
+from ibzoo.testing.scripts import load_train_script
 
-SCRIPT = Path(__file__).parents[2] / "train" / "evaluate.py"
 MODEL = "resnet18_cifar_simclr_mlp"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("evaluate_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_train_script("evaluate")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,4 @@
-import importlib.util
 import json
-from pathlib import Path
 
 import datasets
 import numpy as np
@@ -15,16 +13,13 @@ import ibzoo
 from ibzoo.augment import collate, with_views
 from ibzoo.data import DataConfig, load_image_dataset
 from ibzoo.evaluation import extract_features, model_eval_transform, topk_accuracy
+from ibzoo.testing.scripts import load_train_script
 
-SCRIPT = Path(__file__).parents[2] / "train" / "finetune.py"
 MODEL = "resnet18_cifar_simclr_mlp"
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("finetune_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_train_script("finetune")
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

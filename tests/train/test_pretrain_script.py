@@ -1,5 +1,4 @@
 import hashlib
-import importlib.util
 import json
 import os
 import shutil
@@ -17,19 +16,16 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import ibzoo
+from ibzoo.testing.scripts import TRAIN_DIR, load_train_script
 from ibzoo.training import CorruptCheckpointError, Pretrainer
 
-SCRIPT = Path(__file__).parents[2] / "train" / "pretrain.py"
 SMALL_TOPK = ["--projector.topk-latents", "64", "--projector.topk-k", "8"]
 # 16 images, global batch 8: two optimisation steps per epoch.
 SHORT_RUN = ["--batch-size", "8", "--log-every", "1", "--num-workers", "0", "--cpu", "--log-with"]
 
 
 def load_script():
-    spec = importlib.util.spec_from_file_location("pretrain_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_train_script("pretrain")
 
 
 @pytest.fixture(scope="module")
@@ -276,7 +272,8 @@ def test_two_cpu_processes_keep_identical_weights(tiny_images, tmp_path):
     from the model.safetensors that rank 0 wrote.
     """
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2"]
-    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", str(SCRIPT)]
+    launch += ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+    launch.append(str(TRAIN_DIR / "pretrain.py"))
     argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(tmp_path)]
     argv[argv.index("--num-workers") + 1] = "1"  # also exercise the worker processes
     env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}

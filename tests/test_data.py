@@ -1,6 +1,5 @@
 """Tests for ibzoo.data: every source kind, column detection, each error message, the built-in sets."""
 
-import gzip
 from pathlib import Path
 
 import datasets
@@ -16,6 +15,7 @@ from ibzoo.data import (
     load_image_dataset,
     read_idx,
 )
+from ibzoo.testing.idx import write_idx
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 
@@ -210,25 +210,18 @@ def test_digits_dataset(tmp_path: Path) -> None:
     assert (image.size, image.mode) == ((32, 32), "L")
 
 
-def _write_idx(path: Path, array: np.ndarray) -> None:
-    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(n.to_bytes(4, "big") for n in array.shape)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wb") as file:
-        file.write(header + array.astype(np.uint8).tobytes())
-
-
 @pytest.mark.parametrize("suffix", [".gz", ""])
 def test_read_idx_round_trip(tmp_path: Path, suffix: str) -> None:
     array = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    _write_idx(tmp_path / f"x-idx3-ubyte{suffix}", array)
+    write_idx(tmp_path / f"x-idx3-ubyte{suffix}", array)
     np.testing.assert_array_equal(read_idx(tmp_path / f"x-idx3-ubyte{suffix}"), array)
 
 
 def test_fashion_mnist_from_synthetic_idx_files(tmp_path: Path) -> None:
     rng = np.random.default_rng(0)
     for prefix, count in (("train", 5), ("t10k", 3)):
-        _write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
-        _write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count) % 10)
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte", rng.integers(0, 256, (count, 28, 28)))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count) % 10)
     path = build_fashion_mnist_dataset(tmp_path / "out", idx_dir=tmp_path, subset=4)
     train = load_image_dataset(DataConfig(str(path)), "train")
     assert len(train.dataset) == 4 and train.class_names == FASHION_MNIST_CLASSES

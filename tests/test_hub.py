@@ -22,6 +22,7 @@ import ibzoo
 from ibzoo.hub import CheckpointError, PretrainedWeightsUnavailableError, push_to_hub, save_pretrained
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.testing.hub_storage import HubStorage
+from ibzoo.testing.scripts import load_train_script
 
 ZOO_NAME = "resnet18_cifar_simclr_topk"
 TAGGED_NAME = f"{ZOO_NAME}.cifar10"
@@ -293,6 +294,17 @@ def test_push_to_a_new_branch_with_the_cli(tiny_folder, local_hub, monkeypatch):
         model.state_dict(),
         ibzoo.create_pretraining_model(f"local-dir:{tiny_folder}", pretrained=True).state_dict(),
     )
+
+
+def test_push_cli_checks_every_folder_before_uploading(folder, tiny_folder, local_hub, capsys):
+    push = load_train_script("push_to_hub")
+    requests = len(local_hub.requests)
+    with pytest.raises(SystemExit, match="test_resnet_simclr, which has no zoo repo: pass --repo-id"):
+        push.main([str(folder), str(tiny_folder)])
+    with pytest.raises(SystemExit):
+        push.main([str(folder), str(tiny_folder), "--repo-id", "me/both"])
+    assert "--repo-id names one repo, but 2 folders were given" in capsys.readouterr().err
+    assert len(local_hub.requests) == requests
 
 
 def test_failed_push_leaves_the_folder_intact(tiny_folder, local_hub, monkeypatch):

@@ -2,11 +2,13 @@
 
     python train/push_to_hub.py RUN_DIR                        # a pretraining run: pushes RUN_DIR/model
     python train/push_to_hub.py FOLDER --repo-id me/my-encoder --revision v2 --private
+    python train/push_to_hub.py bench-fmnist/hub/ibzoo/*       # several folders, each to its zoo repo
 
 FOLDER is what ibzoo.hub.save_pretrained wrote (train/pretrain.py writes it to RUN_DIR/model at the end).
 Without --repo-id a checkpoint of a zoo name with a dataset tag goes to the zoo's repo for it
-(e.g. ibzoo/resnet18_cifar_simclr_topk.cifar10). Log in first (`hf auth login`) or set HF_TOKEN; set
-HF_ENDPOINT to push to a mirror. A failed push changes nothing locally: run the command again.
+(e.g. ibzoo/resnet18_cifar_simclr_topk.cifar10); --repo-id takes one folder only. Log in first
+(`hf auth login`) or set HF_TOKEN; set HF_ENDPOINT to push to a mirror. A failed push changes nothing
+locally: run the command again.
 """
 
 import argparse
@@ -24,6 +26,8 @@ def hub_folder(path: Path) -> Path:
 
 def default_repo_id(folder: Path) -> str:
     """The zoo's repo for the checkpoint's model name (recorded in its config.json)."""
+    if not (folder / "config.json").is_file():
+        raise SystemExit(f"{folder} has no config.json: is it a folder written by ibzoo.hub.save_pretrained?")
     model_name = json.loads((folder / "config.json").read_text()).get("ibzoo", {}).get("model_name", "")
     source = CheckpointSource.from_name(model_name) if "." in model_name else None
     if source is None or source.repo_id is None:
@@ -33,30 +37,40 @@ def default_repo_id(folder: Path) -> str:
     return source.repo_id
 
 
-def main(argv: list[str] | None = None) -> str:
+def main(argv: list[str] | None = None) -> list[str]:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("folder", type=Path, help="checkpoint folder, or a pretraining run's output folder")
+    parser.add_argument(
+        "folders", nargs="+", type=Path, help="checkpoint folders, or pretraining runs' output folders"
+    )
     parser.add_argument("--repo-id", help="ORG/NAME on the Hub (default: the zoo's repo of the model name)")
     parser.add_argument("--revision", help="branch to push to, created if needed (default: main)")
     parser.add_argument("--private", action="store_true", help="create the repo as private")
     parser.add_argument("--commit-message", help="summary of the commit")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     args = parser.parse_args(argv)
+    if args.repo_id and len(args.folders) > 1:
+        parser.error(
+            f"--repo-id names one repo, but {len(args.folders)} folders were given: push them one by one."
+        )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    folder = hub_folder(args.folder)
-    url = push_to_hub(
-        folder,
-        args.repo_id or default_repo_id(folder),
-        private=args.private,
-        revision=args.revision,
-        commit_message=args.commit_message,
-        create_pr=args.create_pr,
-    )
-    print(url)
-    return url
+    # Every repo id is resolved before the first upload, so a folder without one stops nothing half-done.
+    targets = [(folder, args.repo_id or default_repo_id(folder)) for folder in map(hub_folder, args.folders)]
+    urls = []
+    for folder, repo_id in targets:
+        url = push_to_hub(
+            folder,
+            repo_id,
+            private=args.private,
+            revision=args.revision,
+            commit_message=args.commit_message,
+            create_pr=args.create_pr,
+        )
+        print(url)
+        urls.append(url)
+    return urls
 
 
 if __name__ == "__main__":

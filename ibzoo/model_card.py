@@ -3,7 +3,9 @@
 The template lives in ``hub_cards/model_card.md`` (Jinja, the format of huggingface_hub's
 ``ModelCard.from_template``); its YAML front matter is a :class:`huggingface_hub.ModelCardData`, so the
 Hub indexes the card as a timm image-feature-extraction model with linear-probe and k-NN accuracy in
-its model-index. The card is only rendered here: ``ModelCard.validate`` / ``push_to_hub`` would post
+its model-index. A checkpoint from a projector benchmark (train/benchmark_fmnist.py) also carries
+``ibzoo.benchmark = {"description": ..., "table": ...}`` in its config, shown as a comparison section.
+The card is only rendered here: ``ModelCard.validate`` / ``push_to_hub`` would post
 to the public Hub whatever ``HF_ENDPOINT`` says, so :func:`ibzoo.hub.push_to_hub` uploads it as a file.
 """
 
@@ -119,5 +121,6 @@ def render_model_card(
         dataset_link=f"[{dataset}](https://huggingface.co/datasets/{dataset})" if hub_dataset else dataset,
         recipe=_flatten(settings),
         results=[(RESULT_METRICS.get(key, key), value) for key, value in results.items()],
+        benchmark=section.get("benchmark"),
         curves_file=curves_file,
     )

@@ -65,6 +65,16 @@ def test_card_of_an_unevaluated_run_on_local_data():
     assert "| `optimizer.lr` | 0.3 |" in card.text and "![Training loss" in card.text
 
 
+def test_benchmark_comparison_section():
+    table = "| framework | projector |\n|---|---|\n| Barlow Twins | fsq |\n"
+    benchmark = {"description": "Seed 0 of the fsq row, 2 seeds per row.", "table": table}
+    card = render_model_card(_config(benchmark=benchmark), repo_id="ibzoo/resnet18_cifar_barlow_fsq.cifar100")
+    section = card.text.split("## Compared with the other projectors", 1)[1]
+    assert section.lstrip().startswith("Seed 0 of the fsq row, 2 seeds per row.")
+    assert table in section and section.index(table) < section.index("## Citation")
+    assert "## Compared with" not in render_model_card(_config(), repo_id="me/x").text
+
+
 def test_missing_template_says_where_it_looked(tmp_path):
     with pytest.raises(FileNotFoundError, match="hub_cards"):
         render_model_card(_config(), repo_id="me/x", template=tmp_path / "hub_cards" / "nope.md")

@@ -8,7 +8,8 @@ in :mod:`ibzoo.augment`; images are decoded lazily, one batch at a time, by ``da
 
 Two small data sets are built offline, saved with ``save_to_disk`` so they load through the same path:
 scikit-learn's 8x8 digits upscaled to 32x32, and Fashion-MNIST (Xiao et al., 2017,
-https://arxiv.org/abs/1708.07747) from the IDX files of Debian's ``dataset-fashion-mnist`` package.
+https://arxiv.org/abs/1708.07747) from the IDX files of Debian's ``dataset-fashion-mnist`` package, or
+copied from the Hub's ``zalando-datasets/fashion_mnist`` where those are missing.
 """
 
 import gzip
@@ -285,7 +286,10 @@ def read_idx(path: str | Path) -> np.ndarray:
 
 
 def build_fashion_mnist_dataset(
-    path: str | Path, idx_dir: str | Path = "/usr/share/datasets/fashion-mnist", subset: int | None = None
+    path: str | Path,
+    idx_dir: str | Path = "/usr/share/datasets/fashion-mnist",
+    subset: int | None = None,
+    fallback: str | None = None,
 ) -> Path:
     """Save Fashion-MNIST (60000 train / 10000 test 28x28 greyscale images, 10 classes) from IDX files.
 
@@ -294,17 +298,36 @@ def build_fashion_mnist_dataset(
         idx_dir: Folder with ``{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]``, as installed by
             ``apt-get install dataset-fashion-mnist``.
         subset: Keep at most this many images of each split (the first ones), for quick runs.
+        fallback: Where to copy Fashion-MNIST from when ``idx_dir`` lacks the IDX files: anything
+            :func:`load_image_dataset` loads with ``train`` and ``test`` splits, such as the Hub's
+            ``zalando-datasets/fashion_mnist`` (the same images, in the same order). None: no fallback.
 
     Returns:
         ``path``, for :func:`load_image_dataset`; labels are a ClassLabel with the Fashion-MNIST names.
     """
     if subset is not None and subset < 1:
         raise ValueError(f"build_fashion_mnist_dataset: subset={subset!r} must be None or positive.")
+    try:
+        splits = _read_fashion_mnist_idx(Path(idx_dir), subset)
+    except FileNotFoundError as missing:
+        if fallback is None:
+            raise
+        logger.info("%s; copying Fashion-MNIST from %s instead", missing, fallback)
+        try:
+            splits = _first_images(DataConfig(fallback), subset)
+        except (FileNotFoundError, KeyError, ValueError) as error:
+            raise FileNotFoundError(f"{missing} Copying it from {fallback!r} failed too: {error}") from error
+    return _save_splits(path, splits, FASHION_MNIST_CLASSES)
+
+
+def _read_fashion_mnist_idx(
+    idx_dir: Path, subset: int | None
+) -> dict[str, tuple[list[Image.Image], np.ndarray]]:
     splits = {}
     for split, prefix in (("train", "train"), ("test", "t10k")):
         arrays = []
         for kind in ("images-idx3", "labels-idx1"):
-            candidates = [Path(idx_dir) / f"{prefix}-{kind}-ubyte{suffix}" for suffix in (".gz", "")]
+            candidates = [idx_dir / f"{prefix}-{kind}-ubyte{suffix}" for suffix in (".gz", "")]
             found = next((candidate for candidate in candidates if candidate.is_file()), None)
             if found is None:
                 raise FileNotFoundError(
@@ -314,4 +337,16 @@ def build_fashion_mnist_dataset(
             arrays.append(read_idx(found)[:subset])
         images, labels = arrays
         splits[split] = ([Image.fromarray(image) for image in images], labels)
-    return _save_splits(path, splits, FASHION_MNIST_CLASSES)
+    return splits
+
+
+def _first_images(config: DataConfig, subset: int | None) -> dict[str, tuple[list[Image.Image], np.ndarray]]:
+    """The first ``subset`` images and labels of the train and test splits of any loadable data set."""
+    splits = {}
+    for split in ("train", "test"):
+        data = load_image_dataset(config, split)
+        if data.label_column is None:
+            raise ValueError(f"{config.dataset!r} has no label column in its {split!r} split.")
+        rows = data.dataset.select(range(min(subset or len(data.dataset), len(data.dataset))))
+        splits[split] = (list(rows[data.image_column]), np.asarray(rows[data.label_column]))
+    return splits

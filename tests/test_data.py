@@ -233,6 +233,36 @@ def test_fashion_mnist_missing_files_says_how_to_install(tmp_path: Path) -> None
         build_fashion_mnist_dataset(tmp_path / "out", idx_dir=tmp_path)
 
 
+def test_fashion_mnist_falls_back_to_a_loadable_copy(tmp_path: Path) -> None:
+    """Without IDX files the images come from ``fallback`` (the Hub's copy; a local folder here)."""
+    features = datasets.Features(
+        {"img": datasets.Image(), "label": datasets.ClassLabel(names=[str(i) for i in range(10)])}
+    )
+    copy = datasets.DatasetDict(
+        {
+            split: datasets.Dataset.from_dict(
+                {"img": [_image("L", seed, 28) for seed in range(count)], "label": list(range(count))},
+                features=features,
+            )
+            for split, count in (("train", 5), ("test", 3))
+        }
+    )
+    copy.save_to_disk(str(tmp_path / "copy"))
+    path = build_fashion_mnist_dataset(
+        tmp_path / "out", idx_dir=tmp_path / "no-idx", subset=4, fallback=str(tmp_path / "copy")
+    )
+    train = load_image_dataset(DataConfig(str(path)), "train")
+    test = load_image_dataset(DataConfig(str(path)), "test")
+    assert (len(train.dataset), len(test.dataset)) == (4, 3) and train.class_names == FASHION_MNIST_CLASSES
+    assert train.dataset["label"] == [0, 1, 2, 3]
+    np.testing.assert_array_equal(np.asarray(train.dataset[2]["image"]), np.asarray(_image("L", 2, 28)))
+
+    with pytest.raises(
+        FileNotFoundError, match=r"apt-get install dataset-fashion-mnist.*nowhere.*failed too"
+    ):
+        build_fashion_mnist_dataset(tmp_path / "out2", idx_dir=tmp_path, fallback=str(tmp_path / "nowhere"))
+
+
 @pytest.mark.skipif(not FASHION_MNIST_DIR.is_dir(), reason="apt-get install dataset-fashion-mnist")
 def test_fashion_mnist_installed_files(tmp_path: Path) -> None:
     config = DataConfig(str(build_fashion_mnist_dataset(tmp_path / "fmnist", subset=20)))

@@ -10,6 +10,9 @@ per cell and seed), then scores the pre-projector features Z1 with weighted k-NN
     python train/benchmark_fmnist.py --output-dir bench-quick --budget quick   # smoke test
     python train/benchmark_fmnist.py --output-dir bench-fmnist --resume        # continue after a kill
 
+The images come from the IDX files of ``apt-get install dataset-fashion-mnist`` (--idx-dir), else from
+the Hub's copy, ``zalando-datasets/fashion_mnist`` (--fallback-dataset; the same images in the same order).
+
 Output: ``data/`` (the Fashion-MNIST subset as a datasets folder), ``runs/NAME/seedS/`` (pretraining runs,
 which themselves resume from their checkpoints), ``results.json`` (settings, every cell and seed, wall
 times; rewritten after each run, and finished runs are skipped with --resume), ``results.md`` (mean ± std
@@ -87,6 +90,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--num-workers", type=int, default=1, help="DataLoader workers of each pretraining")
     parser.add_argument(
         "--idx-dir", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST IDX files"
+    )
+    parser.add_argument(
+        "--fallback-dataset",
+        default=DATASETS[TAG].hf_dataset,
+        help="where to copy Fashion-MNIST from when --idx-dir has no IDX files (a Hub id or local folder)",
     )
     parser.add_argument("--resume", action="store_true", help="keep output-dir's finished runs, do the rest")
     parser.add_argument("--cpu", action="store_true", help="pretrain on the CPU even with an accelerator")
@@ -187,7 +195,9 @@ def main(argv: list[str] | None = None) -> Path:
 
     data_dir = output_dir / "data"
     if not (data_dir / "dataset_dict.json").is_file():
-        build_fashion_mnist_dataset(data_dir, args.idx_dir, subset=args.subset)
+        build_fashion_mnist_dataset(
+            data_dir, args.idx_dir, subset=args.subset, fallback=args.fallback_dataset
+        )
     train_data, test_data = (
         load_image_dataset(DataConfig(str(data_dir)), split) for split in ("train", "test")
     )

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 
 from ibzoo.augment import collate, with_views
 from ibzoo.data import ImageDataset
@@ -14,6 +13,7 @@ from ibzoo.evaluation import (
     linear_probe,
     model_eval_transform,
 )
+from ibzoo.testing.images import brightness_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -134,9 +134,7 @@ def test_bad_settings_raise():
 
 def tiny_image_data(num_rows, seed=0):
     """Greyscale 24x24 images whose brightness is their class (0, 1 or 2)."""
-    rng = np.random.default_rng(seed)
-    labels = [i % 3 for i in range(num_rows)]
-    images = [Image.fromarray(rng.integers(0, 60, (24, 24), dtype=np.uint8) + 90 * label) for label in labels]
+    images, labels = brightness_images(num_rows, num_classes=3, size=24, seed=seed)
     features = datasets.Features({"img": datasets.Image(), "y": datasets.ClassLabel(names=["a", "b", "c"])})
     dataset = datasets.Dataset.from_dict({"img": images, "y": labels}, features=features)
     return ImageDataset(dataset, "img", "y", ("a", "b", "c"), 3)

@@ -10,6 +10,7 @@ import torch
 import ibzoo
 from ibzoo.benchmark_table import find_run
 from ibzoo.testing.idx import write_idx
+from ibzoo.testing.images import brightness_images
 from ibzoo.testing.scripts import load_train_script
 
 NAME = "resnet18_cifar_simclr_mlp"
@@ -19,12 +20,10 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture
 def idx_dir(tmp_path):
     """64 train and 64 test 28x28 images whose brightness grows with the label, in IDX files."""
-    rng = np.random.default_rng(0)
-    labels = np.arange(64) % 10
-    images = rng.integers(0, 60, (64, 28, 28)) + 19 * labels[:, None, None]
-    for prefix in ("train", "t10k"):
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", images)
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", labels)
+    for seed, prefix in enumerate(("train", "t10k")):
+        images, labels = brightness_images(64, num_classes=10, size=28, seed=seed)
+        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", np.stack([np.asarray(i) for i in images]))
+        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.asarray(labels))
     return tmp_path
 
 

@@ -1,15 +1,14 @@
 import json
 
 import datasets
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from timm.models import save_for_hf
 
 import ibzoo
 from ibzoo.data import build_digits_dataset
 from ibzoo.evaluation import evaluate_backbone
+from ibzoo.testing.images import save_brightness_dataset
 from ibzoo.testing.scripts import load_train_script
 
 MODEL = "resnet18_cifar_simclr_mlp"
@@ -34,19 +33,7 @@ def tiny_digits(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tiny_brightness(tmp_path_factory):
     """16 train / 8 test greyscale 32x32 images in two brightness classes: cheaper than the digits."""
-    rng = np.random.default_rng(0)
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=["dark", "light"])}
-    )
-
-    def split(size):
-        labels = [i % 2 for i in range(size)]
-        images = [Image.fromarray(rng.integers(0, 60, (32, 32), dtype=np.uint8) + 120 * y) for y in labels]
-        return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
-
-    path = tmp_path_factory.mktemp("brightness") / "data"
-    datasets.DatasetDict({"train": split(16), "test": split(8)}).save_to_disk(str(path))
-    return path
+    return save_brightness_dataset(tmp_path_factory.mktemp("brightness") / "data", 16, 8, num_classes=2)
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

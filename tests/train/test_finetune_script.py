@@ -1,11 +1,8 @@
 import json
 
-import datasets
-import numpy as np
 import pytest
 import timm
 import torch
-from PIL import Image
 from timm.models import save_for_hf
 from torch.utils.data import DataLoader
 
@@ -13,6 +10,7 @@ import ibzoo
 from ibzoo.augment import collate, with_views
 from ibzoo.data import DataConfig, load_image_dataset
 from ibzoo.evaluation import extract_features, model_eval_transform, topk_accuracy
+from ibzoo.testing.images import save_brightness_dataset
 from ibzoo.testing.scripts import load_train_script
 
 MODEL = "resnet18_cifar_simclr_mlp"
@@ -28,19 +26,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module")
 def tiny_dataset(tmp_path_factory):
     """12 train / 6 test greyscale 32x32 images in three brightness classes, saved with save_to_disk."""
-    rng = np.random.default_rng(0)
-    features = datasets.Features(
-        {"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b", "c"])}
-    )
-
-    def split(size):
-        labels = [i % 3 for i in range(size)]
-        images = [Image.fromarray(rng.integers(0, 60, (32, 32), dtype=np.uint8) + 90 * y) for y in labels]
-        return datasets.Dataset.from_dict({"image": images, "label": labels}, features=features)
-
-    path = tmp_path_factory.mktemp("tiny") / "data"
-    datasets.DatasetDict({"train": split(12), "test": split(6)}).save_to_disk(str(path))
-    return path
+    return save_brightness_dataset(tmp_path_factory.mktemp("tiny") / "data", 12, 6, num_classes=3)
 
 
 def test_linear_mode_trains_only_the_classifier_and_saves_a_timm_folder(tiny_dataset, tmp_path):

@@ -120,7 +120,7 @@ def pretrain(name: str, seed: int, data_dir: Path, folder: Path, args: argparse.
     argv = [sys.executable, str(PRETRAIN), "--model", f"{name}.{TAG}", "--data.dataset", str(data_dir)]
     argv += ["--output-dir", str(folder), "--seed", str(seed), "--epochs", str(args.epochs)]
     argv += ["--batch-size", str(args.batch_size), "--image-size", str(args.image_size)]
-    # One warmup epoch of the recipe's ten: the schedule is 1 / 33 as long as the paper's.
+    # The recipe warms up for 10 of its 200 epochs; a run of a few epochs warms up for one.
     argv += ["--optimizer.warmup-epochs", str(min(1, args.epochs - 1))]
     argv += ["--num-workers", str(args.num_workers), "--log-every", "10", "--log-with"]
     if ibzoo.model_info(name).projector_config.topk_latents is not None:

@@ -76,24 +76,24 @@ def create_pretraining_model(
 ) -> SSLModel:
     """A full :class:`~ibzoo.models.pretraining.SSLModel` (backbone + projector + objective).
 
-    For a zoo name the projector and objective come from its recipe; ``projector_config`` /
-    ``objective_config`` override them. Any other timm backbone is paired by naming the framework
-    (``"simclr"`` or ``"barlow"``) and projector (``"mlp"``, ``"fsq"``, ``"topk"``, ``"topk_fsq"``,
-    ``"mlp_mi"``), e.g. ``create_pretraining_model("convnext_tiny", framework="simclr", projector="topk")``.
+    For a zoo name the projector and objective come from its recipe, or with ``pretrained=True`` from
+    the checkpoint, which may size them differently (the ``.fmnist`` top-k layers are smaller);
+    ``projector_config`` / ``objective_config`` override them. Any other timm backbone is paired by naming
+    the framework (``"simclr"`` or ``"barlow"``) and projector (``"mlp"``, ``"fsq"``, ``"topk"``,
+    ``"topk_fsq"``, ``"mlp_mi"``), e.g.
+    ``create_pretraining_model("convnext_tiny", framework="simclr", projector="topk")``.
     An ibzoo checkpoint named ``hf-hub:org/repo`` or ``local-dir:/path`` brings its own projector and
     objective configs. With ``pretrained=True`` the projector's published weights are loaded too, to
     continue training.
     Remaining keyword arguments go to the backbone (timm); ``num_classes`` is always 0.
     """
-    if model_name.split(".", 1)[0] in MODEL_INFOS:
-        info = get_model_info(model_name)
+    info = get_model_info(model_name) if model_name.split(".", 1)[0] in MODEL_INFOS else None
+    if info is not None:
         if (framework, projector) not in ((None, None), (info.framework, info.projector)):
             raise ValueError(
                 f"{model_name} is already {info.framework} + {info.projector}; drop framework= / projector= "
                 "or pass the backbone's timm name instead."
             )
-        projector_config = projector_config or info.projector_config
-        objective_config = objective_config or info.objective_config
     elif model_name.startswith(_SOURCE_PREFIXES) and (framework, projector) == (None, None):
         from ibzoo.hub import pretraining_configs  # an ibzoo checkpoint records its projector and objective
 
@@ -110,6 +110,15 @@ def create_pretraining_model(
         objective_config = objective_config or paper_objective_config(framework, projector)
     kwargs["num_classes"] = 0
     backbone = create_model(model_name, pretrained=pretrained, **kwargs)
+    if info is not None:
+        published = None
+        if pretrained and (projector_config is None or objective_config is None):
+            from ibzoo.hub import published_zoo_configs
+
+            published = published_zoo_configs(backbone, model_name, info.framework, info.projector)
+        default_projector, default_objective = published or (info.projector_config, info.objective_config)
+        projector_config = projector_config or default_projector
+        objective_config = objective_config or default_objective
     model = SSLModel(backbone, projector_config, objective_config)
     if pretrained:
         from ibzoo.hub import load_projector_weights

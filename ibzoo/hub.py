@@ -43,6 +43,7 @@ from ibzoo.hub_loading import (
     load_projector_weights,
     pretrained_weights_errors,
     pretraining_configs,
+    published_zoo_configs,
 )
 from ibzoo.model_card import render_model_card
 from ibzoo.models.pretraining import SSLModel
@@ -59,6 +60,7 @@ __all__ = [
     "load_projector_weights",
     "pretrained_weights_errors",
     "pretraining_configs",
+    "published_zoo_configs",
     "push_to_hub",
     "save_pretrained",
 ]

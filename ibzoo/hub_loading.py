@@ -44,6 +44,7 @@ __all__ = [
     "load_projector_weights",
     "pretrained_weights_errors",
     "pretraining_configs",
+    "published_zoo_configs",
 ]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -246,6 +247,30 @@ def pretraining_configs(model_name: str) -> tuple[ProjectorConfig, ObjectiveConf
             f"{source} is a plain timm checkpoint ({config.get('architecture')}) without an ibzoo projector: "
             "pass framework= and projector= to create_pretraining_model to pair it with a new projector."
         )
+    return _recorded_configs(section)
+
+
+def published_zoo_configs(
+    backbone: nn.Module, model_name: str, framework: str, projector: str
+) -> tuple[ProjectorConfig, ObjectiveConfig] | None:
+    """The projector and objective configs recorded by the checkpoint ``backbone``'s weights came from,
+    when it is an ibzoo checkpoint of the same framework and projector kind; else None.
+
+    A zoo tag's checkpoint may size its projector unlike the name's recipe (the ``.fmnist`` top-k layers
+    are smaller): its recorded configs are the ones its projector weights fit. A checkpoint of another
+    kind is left to :func:`load_projector_weights`, which reports the mismatch.
+    """
+    source = CheckpointSource.from_backbone(backbone)
+    if source is None:
+        return None
+    with _explained_errors(model_name, source, "configuration"):
+        section = _read_config(source).get("ibzoo")
+    if section is None or (section.get("framework"), section.get("projector")) != (framework, projector):
+        return None
+    return _recorded_configs(section)
+
+
+def _recorded_configs(section: Mapping[str, Any]) -> tuple[ProjectorConfig, ObjectiveConfig]:
     return ProjectorConfig(**section["projector_config"]), ObjectiveConfig(**section["objective_config"])
 
 

@@ -178,6 +178,7 @@ def test_local_copies_load_the_same_backbone(folder, trained, way):
     ("name", "kwargs"),
     [
         pytest.param(ZOO_NAME, dict(projector_config=SMALL_TOPK), marks=pytest.mark.slow),  # as offline below
+        (ZOO_NAME, {}),  # the checkpoint's own top-k size, not the recipe's 100000 latents
         (f"hf-hub:{REPO_ID}", {}),
         ("local-dir:{folder}", {}),
     ],

@@ -151,7 +151,11 @@ def publish(model_dir: Path, hub_root: Path, run: dict, benchmark: dict) -> Path
         "Mean ± sample standard deviation over seeds; Δ is paired by seed against the framework's mlp "
         "projector. Frozen features, fast linear probe and weighted k-NN on the test images."
     )
-    # The images are Fashion-MNIST's, built offline from its IDX files: the card links the Hub's copy.
+    # The images are Fashion-MNIST's, built offline from its IDX files: the card links the Hub's copy,
+    # and the benchmark's local folders mean nothing to a reader of the card.
+    train_config = config["ibzoo"]["train_config"]
+    train_config.pop("output_dir", None)
+    train_config["data"]["dataset"] = DATASETS[TAG].hf_dataset
     config["ibzoo"].update(
         results=scores,
         dataset=DATASETS[TAG].hf_dataset,

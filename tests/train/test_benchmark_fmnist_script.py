@@ -47,6 +47,8 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
     trained = find_run(results, "simclr", "mlp", 0)
     assert config["ibzoo"]["results"] == {key: trained[key] for key in ("linear_top1", "knn_top1")}
     assert config["ibzoo"]["dataset"] == "zalando-datasets/fashion_mnist"
+    assert config["ibzoo"]["train_config"]["data"]["dataset"] == "zalando-datasets/fashion_mnist"
+    assert "output_dir" not in config["ibzoo"]["train_config"]
     card = (folder / "README.md").read_text()
     assert table in card and "seed 0 of the row SimCLR / mlp" in card
 

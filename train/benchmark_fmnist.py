@@ -114,9 +114,10 @@ def run_dir(output_dir: Path, framework: str, projector: str, seed: int) -> Path
     return output_dir / "runs" / model_name(framework, projector) / f"seed{seed}"
 
 
-def pretrain(name: str, seed: int, data_dir: Path, folder: Path, args: argparse.Namespace) -> Path:
-    """Pretrain one cell into ``folder`` in its own process (fresh Accelerate state, a crash stays in its
-    cell); returns its Hub-ready model folder."""
+def pretrain(framework: str, projector: str, seed: int, data_dir: Path, args: argparse.Namespace) -> Path:
+    """Pretrain one cell and seed into its :func:`run_dir` in its own process (fresh Accelerate state, a
+    crash stays in its cell); returns its Hub-ready model folder."""
+    name, folder = model_name(framework, projector), run_dir(args.output_dir, framework, projector, seed)
     argv = [sys.executable, str(PRETRAIN), "--model", f"{name}.{TAG}", "--data.dataset", str(data_dir)]
     argv += ["--output-dir", str(folder), "--seed", str(seed), "--epochs", str(args.epochs)]
     argv += ["--batch-size", str(args.batch_size), "--image-size", str(args.image_size)]
@@ -221,10 +222,7 @@ def main(argv: list[str] | None = None) -> Path:
                     f"resnet18_cifar_simclr_mlp.{TAG}", pretrained_cfg_overlay=overlay
                 )
             else:
-                name = model_name(framework, projector)
-                model_dir = pretrain(
-                    name, seed, data_dir, run_dir(output_dir, framework, projector, seed), args
-                )
+                model_dir = pretrain(framework, projector, seed, data_dir, args)
                 backbone = ibzoo.create_model(f"local-dir:{model_dir}", pretrained=True)
             trained = time.perf_counter()
             scores = evaluate_backbone(backbone, train_data, test_data, protocol="fast", seed=seed)

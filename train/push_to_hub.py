@@ -16,19 +16,21 @@ import json
 import logging
 from pathlib import Path
 
-from ibzoo.hub import CheckpointSource, push_to_hub
+from ibzoo.hub import CONFIG_FILE, CheckpointSource, push_to_hub
 
 
 def hub_folder(path: Path) -> Path:
     """The checkpoint folder itself, or the ``model`` folder of a pretraining run."""
-    return path / "model" if not (path / "config.json").is_file() and (path / "model").is_dir() else path
+    return path / "model" if not (path / CONFIG_FILE).is_file() and (path / "model").is_dir() else path
 
 
 def default_repo_id(folder: Path) -> str:
     """The zoo's repo for the checkpoint's model name (recorded in its config.json)."""
-    if not (folder / "config.json").is_file():
-        raise SystemExit(f"{folder} has no config.json: is it a folder written by ibzoo.hub.save_pretrained?")
-    model_name = json.loads((folder / "config.json").read_text()).get("ibzoo", {}).get("model_name", "")
+    if not (folder / CONFIG_FILE).is_file():
+        raise SystemExit(
+            f"{folder} has no {CONFIG_FILE}: is it a folder written by ibzoo.hub.save_pretrained?"
+        )
+    model_name = json.loads((folder / CONFIG_FILE).read_text()).get("ibzoo", {}).get("model_name", "")
     source = CheckpointSource.from_name(model_name) if "." in model_name else None
     if source is None or source.repo_id is None:
         raise SystemExit(

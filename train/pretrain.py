@@ -91,7 +91,10 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Model: backbone + projector + objective from the config, and the online classifier on Z1.
     ssl_model = ibzoo.create_pretraining_model(
-        config.model.partition(".")[0], projector_config=config.projector, objective_config=config.objective
+        config.model.partition(".")[0],
+        projector_config=config.projector,
+        objective_config=config.objective,
+        zero_init_last=config.zero_init_last,
     )
     num_classes = train_data.num_classes if config.online_classifier else None
     module = PretrainingModule(ssl_model, num_classes)

@@ -61,31 +61,56 @@ class DatasetCfg:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     crop_pct: float
+    family: Family
+    """Which of the paper's recipes its images take: "cifar" (32 px) or "imagenet" (224 px)."""
 
 
 DATASETS = {
     "cifar10": DatasetCfg(
-        "cifar10", "uoft-cs/cifar10", (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 1.0
+        "cifar10",
+        "uoft-cs/cifar10",
+        (3, 32, 32),
+        (0.4914, 0.4822, 0.4465),
+        (0.2470, 0.2435, 0.2616),
+        1.0,
+        "cifar",
     ),
     "cifar100": DatasetCfg(
-        "cifar100", "uoft-cs/cifar100", (3, 32, 32), (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), 1.0
+        "cifar100",
+        "uoft-cs/cifar100",
+        (3, 32, 32),
+        (0.5071, 0.4865, 0.4409),
+        (0.2673, 0.2564, 0.2762),
+        1.0,
+        "cifar",
     ),
     "in100": DatasetCfg(
-        "in100", "clane9/imagenet-100", (3, 224, 224), IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD, 0.875
+        "in100",
+        "clane9/imagenet-100",
+        (3, 224, 224),
+        IMAGENET_DEFAULT_MEAN,
+        IMAGENET_DEFAULT_STD,
+        0.875,
+        "imagenet",
     ),
-    # 28 px greyscale images resized to 32 px and repeated over 3 channels (the CIFAR backbone's input).
+    # 28 px greyscale images resized to 32 px and repeated over 3 channels. Small images take the CIFAR
+    # recipe (projector sizes, learning rate, MI weight) whatever the backbone's stem.
     "fmnist": DatasetCfg(
-        "fmnist", "zalando-datasets/fashion_mnist", (3, 32, 32), (0.2860,) * 3, (0.3530,) * 3, 1.0
+        "fmnist", "zalando-datasets/fashion_mnist", (3, 32, 32), (0.2860,) * 3, (0.3530,) * 3, 1.0, "cifar"
     ),
 }
 
-# backbone name -> (timm architecture, recipe family, pretrained tags)
+# backbone name -> (timm architecture, the untagged name's recipe family, pretrained tags). A tag's own
+# recipe follows its dataset's family: ``resnet18_*.fmnist`` (the standard stem at 32 px, which trains
+# about 19x faster than the CIFAR stem on a CPU; train/benchmark_fmnist.py) takes the CIFAR recipe.
 BACKBONES: dict[str, tuple[str, Family, tuple[str, ...]]] = {
-    "resnet18_cifar": ("resnet18_cifar", "cifar", ("cifar10", "cifar100", "fmnist")),
+    "resnet18_cifar": ("resnet18_cifar", "cifar", ("cifar10", "cifar100")),
     "resnet50_cifar": ("resnet50_cifar", "cifar", ("cifar10", "cifar100")),
-    "resnet18": ("resnet18", "imagenet", ("in100",)),
+    "resnet18": ("resnet18", "imagenet", ("in100", "fmnist")),
     "resnet50": ("resnet50", "imagenet", ("in100",)),
 }
+# Input pixels per feature-map pixel at the last stage: the CIFAR stem drops both stride-2 steps.
+_REDUCTION = {"cifar": 8, "imagenet": 32}
 
 
 @dataclass(frozen=True)
@@ -94,6 +119,7 @@ class ModelInfo:
 
     name: str
     architecture: str  # the backbone's timm name, e.g. "resnet18_cifar"
+    family: Family  # which of the paper's recipes: "cifar" (32 px images) or "imagenet"
     framework: str
     projector: str  # one of PROJECTORS
     projector_config: ProjectorConfig
@@ -151,14 +177,15 @@ def paper_objective_config(framework: str, projector: str, family: Family = "ima
     return ObjectiveConfig(framework="barlow", lambda_offdiag=0.0051, scale=0.1, mi_weight=mi_weight)
 
 
-def _recipe(backbone: str, framework: str, projector: str) -> ModelInfo:
-    architecture, family, tags = BACKBONES[backbone]
+def _recipe(backbone: str, framework: str, projector: str, family: Family) -> ModelInfo:
+    architecture, _, tags = BACKBONES[backbone]
     # Batch sizes are the reference runs' totals: IN-100 SimCLR 128 x 2 GPUs, Barlow Twins 256 x 2 GPUs.
     batch_size = 512 if (family, framework) == ("imagenet", "barlow") else 256
     lr = 0.4 if (family, framework) == ("cifar", "simclr") else 0.3
     return ModelInfo(
         name=f"{backbone}_{framework}_{projector}",
         architecture=architecture,
+        family=family,
         framework=framework,
         projector=projector,
         projector_config=paper_projector_config(framework, projector, family),
@@ -173,18 +200,33 @@ def _recipe(backbone: str, framework: str, projector: str) -> ModelInfo:
     )
 
 
+# Every name's recipe in each family: the untagged name takes its backbone's, a tag its dataset's.
+_RECIPES: dict[tuple[str, Family], ModelInfo] = {
+    (info.name, info.family): info
+    for info in (
+        _recipe(b, f, p, family)
+        for b in BACKBONES
+        for f in FRAMEWORKS
+        for p in PROJECTORS
+        for family in ("cifar", "imagenet")
+    )
+}
 MODEL_INFOS: dict[str, ModelInfo] = {
-    info.name: info for info in (_recipe(b, f, p) for b in BACKBONES for f in FRAMEWORKS for p in PROJECTORS)
+    f"{b}_{f}_{p}": _RECIPES[(f"{b}_{f}_{p}", BACKBONES[b][1])]
+    for b in BACKBONES
+    for f in FRAMEWORKS
+    for p in PROJECTORS
 }
 
 
 def _pretrained_cfg(info: ModelInfo, tag: str) -> dict[str, Any]:
     data = DATASETS[tag]
+    side = data.input_size[-1] // _REDUCTION[BACKBONES[info.architecture][1]]
     return dict(
         hf_hub_id=f"{HUB_ORGANIZATION}/{info.name}.{tag}",
         num_classes=0,
         input_size=data.input_size,
-        pool_size=(4, 4) if data.input_size[-1] == 32 else (7, 7),
+        pool_size=(side, side),
         crop_pct=data.crop_pct,
         interpolation="bicubic",
         mean=data.mean,
@@ -220,6 +262,11 @@ def _resolve_pretrained_cfg(name: str, pretrained_cfg: Any) -> PretrainedCfg | d
 def _make_entrypoint(info: ModelInfo):
     def entrypoint(pretrained: bool = False, pretrained_cfg: Any = None, **kwargs: Any) -> nn.Module:
         kwargs.setdefault("num_classes", 0)  # the zoo hands out encoders: pooled features by default
+        # Every BatchNorm gamma starts at 1, as in the reference's torchvision resnet18() (PKU-ML/
+        # Projector_Theory, solo/backbones): timm's default zero_init_last=True starts each residual
+        # block's last gamma at 0, and LARS, which leaves 1-D parameters out of its adaptation, keeps them
+        # near 0 for most of a short run. Pass zero_init_last=True for timm's init.
+        kwargs.setdefault("zero_init_last", False)
         build_backbone = model_entrypoint(info.architecture)
         return build_backbone(
             pretrained=pretrained, pretrained_cfg=_resolve_pretrained_cfg(info.name, pretrained_cfg), **kwargs
@@ -235,15 +282,21 @@ def _make_entrypoint(info: ModelInfo):
 
 
 def get_model_info(name: str) -> ModelInfo:
-    """The :class:`ModelInfo` of a zoo name (a ``.tag`` suffix is ignored); KeyError with close matches."""
-    base = name.split(".", 1)[0]
+    """The :class:`ModelInfo` of a zoo name; KeyError with close matches.
+
+    A ``.tag`` suffix selects the recipe of the tag's dataset (``resnet18_simclr_mlp.fmnist`` takes the
+    CIFAR recipe, ``resnet18_simclr_mlp`` the ImageNet-100 one); a tag the zoo does not know is left to
+    the caller to report.
+    """
+    base, _, tag = name.partition(".")
     if base not in MODEL_INFOS:
         import difflib
 
         close = difflib.get_close_matches(base, MODEL_INFOS, n=3, cutoff=0.6)
         hint = f" Did you mean {', '.join(close)}?" if close else " See ibzoo.list_models()."
         raise KeyError(f"Unknown ibzoo model {name!r}.{hint}")
-    return MODEL_INFOS[base]
+    info = MODEL_INFOS[base]
+    return _RECIPES[(base, DATASETS[tag].family)] if tag in DATASETS else info
 
 
 _module = sys.modules[__name__]

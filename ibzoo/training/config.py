@@ -116,6 +116,9 @@ class PretrainConfig:
     """torch.compile the backbone: for GPUs; the first steps are slow while it compiles."""
     augment_on_device: bool = False
     """Workers only decode to uint8; the two views are augmented batched on the accelerator in the step."""
+    zero_init_last: bool = False
+    """Start each residual block's last BatchNorm gamma at 0 (timm's default) instead of 1 (the reference's
+    torchvision init, the zoo's); for ablations."""
     online_classifier: bool = True
     """Train a linear classifier on detached backbone features alongside, when the data has labels."""
     online_classifier_lr: float = 0.1
@@ -138,7 +141,7 @@ class PretrainConfig:
     """Push the final model/ folder to this Hub repo (org/name) at the end."""
 
     def __post_init__(self) -> None:
-        info = get_model_info(self.model)
+        info = get_model_info(self.hub_model_name)
         for name, value in _recipe_defaults(info).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -190,15 +193,12 @@ class PretrainConfig:
     @property
     def pretrained_tag(self) -> str | None:
         """The zoo tag this run reproduces: the model name's suffix, else the tag of data.dataset, if any."""
-        base, _, tag = self.model.partition(".")
-        if tag:
-            return tag
-        tags = get_model_info(base).pretrained_tags
-        return next((tag for tag in tags if DATASETS[tag].hf_dataset == self.data.dataset), None)
+        return _zoo_tag(self.model, self.data.dataset)
 
     @property
     def hub_model_name(self) -> str:
-        """What the final checkpoint is: ``name.tag`` when the run reproduces a zoo tag, else the name."""
+        """What the final checkpoint is: ``name.tag`` when the run reproduces a zoo tag, else the name.
+        Its recipe (:func:`ibzoo.model_info`) is the one the run defaults to."""
         base, tag = self.model.partition(".")[0], self.pretrained_tag
         return f"{base}.{tag}" if tag else base
 
@@ -223,6 +223,15 @@ class PretrainConfig:
         return {key: value for key, value in self.to_dict().items() if key not in RESUMABLE_CHANGES}
 
 
+def _zoo_tag(model: str, dataset: str | None) -> str | None:
+    """The tag of ``model`` (``name.tag``), else the zoo tag whose Hub dataset is ``dataset``, else None."""
+    base, _, tag = model.partition(".")
+    if tag:
+        return tag
+    tags = get_model_info(base).pretrained_tags
+    return next((tag for tag in tags if DATASETS[tag].hf_dataset == dataset), None)
+
+
 def pretrain_config_from_overrides(values: dict[str, Any], source: str = "configuration") -> PretrainConfig:
     """Build a :class:`PretrainConfig` from nested overrides on top of the model's recipe.
 
@@ -243,9 +252,11 @@ def pretrain_config_from_overrides(values: dict[str, Any], source: str = "config
         raise ValueError(
             f"{source}: pass {', '.join(missing)} (on the command line or in the --recipe file)."
         )
+    base, tag = values["model"].partition(".")[0], _zoo_tag(values["model"], values["data"]["dataset"])
+    info = get_model_info(f"{base}.{tag}" if tag else base)
     recipe = {
         name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
-        for name, value in _recipe_defaults(get_model_info(values["model"])).items()
+        for name, value in _recipe_defaults(info).items()
     }
     return from_dict(PretrainConfig, merge(recipe, values), source)
 

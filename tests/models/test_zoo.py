@@ -95,7 +95,11 @@ def test_recipes_follow_the_paper():
 
 def test_pretrained_tags_name_their_hub_repos():
     tags = ibzoo.list_pretrained("resnet18_cifar_simclr_topk.*")
-    assert tags == [f"resnet18_cifar_simclr_topk.{tag}" for tag in ("cifar10", "cifar100", "fmnist")]
+    assert tags == [f"resnet18_cifar_simclr_topk.{tag}" for tag in ("cifar10", "cifar100")]
+    assert ibzoo.list_pretrained("resnet18_simclr_topk.*") == [
+        "resnet18_simclr_topk.fmnist",
+        "resnet18_simclr_topk.in100",
+    ]
     cfg = timm.models.get_pretrained_cfg("resnet18_cifar_simclr_topk.cifar100")
     assert cfg.hf_hub_id == "ibzoo/resnet18_cifar_simclr_topk.cifar100"
     assert cfg.mean == pytest.approx((0.5071, 0.4865, 0.4409))
@@ -122,3 +126,43 @@ def test_every_pretrained_tag_names_its_hub_repo_and_has_a_recipe(name_tag):
     recipe = RECIPES / f"{ibzoo.model_info(name).framework}_{tag}.yaml"
     assert recipe.is_file(), f"{name_tag} has no recipe {recipe}"
     assert yaml.safe_load(recipe.read_text())["data"]["dataset"] == DATASETS[tag].hf_dataset
+
+
+@pytest.mark.parametrize("name", ["resnet18_cifar_simclr_mlp", "resnet18_barlow_topk", "resnet50_simclr_fsq"])
+def test_zoo_backbones_start_every_batchnorm_gamma_at_one(name):
+    """The reference builds torchvision's resnet18(): no zero-init residuals, which timm has by default."""
+    gammas = [m.weight for m in ibzoo.create_model(name).modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert gammas and all(torch.equal(g, torch.ones_like(g)) for g in gammas)
+    # What pretraining starts from is what create_model builds.
+    pretraining = ibzoo.create_pretraining_model(
+        name, projector_config=_small(ibzoo.model_info(name).projector_config)
+    )
+    assert all(
+        torch.equal(m.weight, torch.ones_like(m.weight))
+        for m in pretraining.backbone.modules()
+        if isinstance(m, torch.nn.BatchNorm2d)
+    )
+    timm_init = ibzoo.create_model(name, zero_init_last=True)
+    last = [block.bn3 if hasattr(block, "bn3") else block.bn2 for block in timm_init.layer1]
+    assert all(torch.equal(bn.weight, torch.zeros_like(bn.weight)) for bn in last)
+
+
+def test_a_tag_takes_the_recipe_of_its_dataset():
+    """resnet18 at 32 px (.fmnist) trains with the CIFAR recipe; untagged, with the ImageNet-100 one."""
+    small, large = (
+        ibzoo.model_info("resnet18_simclr_mlp_mi.fmnist"),
+        ibzoo.model_info("resnet18_simclr_mlp_mi"),
+    )
+    assert (small.family, large.family) == ("cifar", "imagenet")
+    assert (small.projector_config.hidden_features, small.projector_config.out_features) == ((2048,), 256)
+    assert (large.projector_config.hidden_features, large.projector_config.out_features) == ((4096,), 512)
+    assert (small.optimizer_config.lr, small.objective_config.mi_weight, small.epochs) == (0.4, 1e-4, 200)
+    assert (large.optimizer_config.lr, large.objective_config.mi_weight, large.epochs) == (0.3, 1e-2, 100)
+    assert not small.sync_batchnorm and large.sync_batchnorm
+    assert ibzoo.model_info("resnet18_cifar_simclr_mlp.cifar10") == ibzoo.model_info(
+        "resnet18_cifar_simclr_mlp"
+    )
+    # The standard stem at 32 px ends in a 1x1 map, the CIFAR stem in 4x4.
+    assert timm.models.get_pretrained_cfg("resnet18_simclr_mlp.fmnist").pool_size == (1, 1)
+    assert timm.models.get_pretrained_cfg("resnet18_cifar_simclr_mlp.cifar10").pool_size == (4, 4)
+    assert timm.models.get_pretrained_cfg("resnet18_simclr_mlp.in100").pool_size == (7, 7)

@@ -37,6 +37,24 @@ def test_defaults_come_from_the_model_recipe():
     assert ibzoo.model_info(MODEL).optimizer_config.lr == 0.4
 
 
+def test_a_run_of_a_zoo_tag_takes_the_tags_recipe():
+    """resnet18 on Fashion-MNIST (named by tag or by dataset) trains with the CIFAR recipe at 32 px."""
+    by_tag = parse_pretrain_args(["--model", "resnet18_simclr_fsq.fmnist", *REQUIRED[2:]])
+    by_data = parse_pretrain_args(
+        ["--model", "resnet18_simclr_fsq", "--data.dataset", DATASETS["fmnist"].hf_dataset, *REQUIRED[4:]]
+    )
+    recipe = ibzoo.model_info("resnet18_simclr_fsq.fmnist")
+    for config in (by_tag, by_data):
+        assert config.hub_model_name == "resnet18_simclr_fsq.fmnist" and config.image_size == 32
+        assert (config.projector, config.optimizer) == (recipe.projector_config, recipe.optimizer_config)
+        assert (
+            config.projector.out_features == 256 and config.optimizer.lr == 0.4 and not config.zero_init_last
+        )
+    untagged = parse_pretrain_args(["--model", "resnet18_simclr_fsq", *REQUIRED[2:], "--zero-init-last"])
+    assert untagged.projector.out_features == 512 and untagged.optimizer.lr == 0.3 and untagged.zero_init_last
+    assert "zero_init_last" in untagged.identity()  # part of what a run is: not changeable on resume
+
+
 def test_precedence_model_recipe_then_yaml_then_command_line(tmp_path):
     recipe = write_yaml(
         tmp_path,

@@ -1,37 +1,40 @@
 """Two-view augmentation recipes for SimCLR and Barlow Twins, and their attachment to a data set.
 
-Each pretraining view is: random resized crop (scale 0.08..1), horizontal flip (p=0.5), colour jitter
-(p=0.8), greyscale (p=0.2), Gaussian blur, solarization, then normalisation with the model's mean/std.
+The recipes are those of the paper's reference code (PKU-ML/Projector_Theory, on solo-learn), read from
+its ``scripts/pretrain/cifar/augmentations/*.yaml`` and ``data/pretrain_dataloader.py``. Each view is:
+random resized crop (scale 0.08..1, bicubic), colour jitter (p=0.8), greyscale (p=0.2), Gaussian blur,
+solarization, horizontal flip (p=0.5), then normalisation with the model's mean/std.
 
-- SimCLR (Chen et al., 2020, https://arxiv.org/abs/2002.05709): both views alike; colour jitter
-  (0.8s, 0.8s, 0.8s, 0.2s) with the paper's strengths: s=0.5 up to 64 px (its CIFAR runs), s=1 above
-  (ImageNet; solo-learn uses s=1 at both sizes); blur p=0.5 above 64 px, none below (CIFAR runs).
-- Barlow Twins (Zbontar et al., 2021, https://arxiv.org/abs/2103.03230): two asymmetric views, jitter
-  (0.4, 0.4, 0.2, 0.1); view 1 blur p=1.0, no solarization; view 2 blur p=0.1, solarization p=0.2.
-  Up to 64 px there is no blur in either view, as in solo-learn's CIFAR recipe (asymmetric.yaml).
+- SimCLR (``symmetric.yaml``): both views alike; jitter (0.8, 0.8, 0.8, 0.2), blur p=0.5, no
+  solarization, at every image size. The blur is PIL's ``ImageFilter.GaussianBlur(radius=sigma)``
+  with sigma uniform in 0.1..2 pixels and no cap on the kernel.
+- Barlow Twins (``asymmetric.yaml`` at CIFAR size): two views with jitter (0.4, 0.4, 0.2, 0.1); no
+  blur; solarization p=0 on view 1 and p=0.2 on view 2. Above 64 px the views take the Barlow Twins
+  paper's blur, p=1.0 and p=0.1 (Zbontar et al., 2021, https://arxiv.org/abs/2103.03230).
 
-The per-sample transforms here run on PIL images in DataLoader workers (PIL's colour ops are the
-fastest per-sample option on small images). :mod:`ibzoo.batched_augment` runs the same recipes on
-whole uint8 batches from :func:`build_decode_transform`, on the accelerator or in the workers, where
-it is also faster than this per-sample path.
+The per-sample transforms here run on PIL images in DataLoader workers. :mod:`ibzoo.batched_augment`
+runs the same recipes on whole uint8 batches from :func:`build_decode_transform`, on the accelerator
+or in the workers.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import datasets
 import torch
-from PIL import Image
-from torchvision.transforms import v2
+from PIL import Image, ImageFilter
+from torchvision.transforms import InterpolationMode, v2
 
 from ibzoo.data import ImageDataset
 
 FRAMEWORKS = ("simclr", "barlow")
-# Images up to this size get no blur: the CIFAR recipes of SimCLR and solo-learn leave it out.
+# Up to this size images take the CIFAR recipes (Barlow Twins without blur) and resize-only evaluation.
 SMALL_IMAGE_SIZE = 64
 # Solarization inverts pixels at or above 128 of 255, as PIL's ImageOps.solarize does by default.
 SOLARIZE_THRESHOLD = 128
+# The blur's standard deviation in pixels, uniform per image (the reference's GaussianBlur).
 BLUR_SIGMA = (0.1, 2.0)
 
 
@@ -62,9 +65,7 @@ def view_recipes(framework: str, image_size: int) -> tuple[ViewRecipe, ...]:
     """The view recipes of ``framework`` at ``image_size``; view v uses recipe v % len(recipes)."""
     small = image_size <= SMALL_IMAGE_SIZE
     if framework == "simclr":
-        strength = 0.5 if small else 1.0
-        jitter = (0.8 * strength, 0.8 * strength, 0.8 * strength, 0.2 * strength)
-        return (ViewRecipe(jitter=jitter, blur_p=0.0 if small else 0.5),)
+        return (ViewRecipe(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5),)
     if framework == "barlow":
         jitter = (0.4, 0.4, 0.2, 0.1)
         return (
@@ -74,9 +75,30 @@ def view_recipes(framework: str, image_size: int) -> tuple[ViewRecipe, ...]:
     raise ValueError(f"Unknown framework {framework!r}; choose one of {FRAMEWORKS}.")
 
 
-def blur_kernel_size(image_size: int) -> int:
-    """Odd Gaussian kernel size of about a tenth of the image, 23 at 224 px as in BYOL and Barlow Twins."""
-    return 2 * (image_size // 20) + 1
+def blur_kernel_size() -> int:
+    """Odd Gaussian kernel wide enough for the largest sigma (+-4 sigma: 17 taps), at every image size.
+
+    The reference blurs with PIL, whose kernel grows with sigma; a kernel capped at a tenth of the image
+    (BYOL's 23 taps at 224 px, 3 at 32 px) would cut sigma = 2 down to a small box on small images.
+    """
+    return 2 * math.ceil(4 * BLUR_SIGMA[1]) + 1
+
+
+class RandomGaussianBlur:
+    """PIL image -> PIL image blurred by ``ImageFilter.GaussianBlur(radius=sigma)``, sigma uniform in
+    ``BLUR_SIGMA``: the reference's ``GaussianBlur`` (PKU-ML/Projector_Theory,
+    ``data/pretrain_dataloader.py``).
+
+    Our own class rather than torchvision's ``GaussianBlur``, which needs one fixed kernel size (see
+    :func:`blur_kernel_size`), and rather than the reference's, which draws sigma from Python's
+    ``random``: sigma comes from torch's generator, which the pretraining loader seeds per image, so a
+    resumed run makes the same views.
+    """
+
+    def __call__(self, image: Image.Image) -> Image.Image:
+        low, high = BLUR_SIGMA
+        sigma = low + (high - low) * torch.rand(()).item()
+        return image.filter(ImageFilter.GaussianBlur(radius=sigma))
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -93,18 +115,20 @@ def build_view_transform(
 ) -> v2.Compose:
     """One view's per-sample pipeline: PIL image -> (3, S, S) float32 normalised tensor; S: image_size.
 
-    Steps follow solo-learn's order (crop, jitter, greyscale, blur, solarize, flip); the flip commutes
-    with the others.
+    Steps follow the reference's order (crop, jitter, greyscale, blur, solarize, flip) and its bicubic
+    crop (``data/pretrain_dataloader.py``).
     """
+    crop = v2.RandomResizedCrop(
+        image_size, scale=recipe.crop_scale, interpolation=InterpolationMode.BICUBIC, antialias=True
+    )
     steps: list[Callable] = [
         v2.Lambda(to_rgb),
-        v2.RandomResizedCrop(image_size, scale=recipe.crop_scale, antialias=True),
+        crop,
         v2.RandomApply([v2.ColorJitter(*recipe.jitter)], p=recipe.jitter_p),
         v2.RandomGrayscale(p=recipe.grayscale_p),
     ]
     if recipe.blur_p > 0:
-        blur = v2.GaussianBlur(blur_kernel_size(image_size), sigma=BLUR_SIGMA)
-        steps.append(v2.RandomApply([blur], p=recipe.blur_p))
+        steps.append(v2.RandomApply([RandomGaussianBlur()], p=recipe.blur_p))
     if recipe.solarize_p > 0:
         steps.append(v2.RandomSolarize(SOLARIZE_THRESHOLD, p=recipe.solarize_p))
     steps.append(v2.RandomHorizontalFlip(p=recipe.flip_p))

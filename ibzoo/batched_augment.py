@@ -9,6 +9,10 @@ grouped convolution with one kernel per sample. Colour operations follow torchvi
 so each matches ``torchvision.transforms.v2.functional`` on a single image. Feed it uint8 batches from
 ``ibzoo.augment.build_decode_transform``.
 
+Two details differ from the per-sample path, which follows the reference's PIL pipeline: the crop
+resamples bilinearly (the reference is bicubic), and the blur is an exact Gaussian of the same sigma
+(PIL approximates it by three box blurs; they agree to about 1/255, tests/test_batched_augment.py).
+
 On a CPU-only machine the same module is also the faster way to augment: run it in the DataLoader
 workers through :class:`AugmentInCollate` (one thread each); it spends far less time in Python per
 image than the per-sample PIL pipeline.
@@ -82,14 +86,14 @@ def adjust_hue(images: torch.Tensor, shifts: torch.Tensor) -> torch.Tensor:
 
 
 def gaussian_blur(images: torch.Tensor, sigmas: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """Blur (B, C, H, W) images, each with its own sigma from (B,), reflect-padded as torchvision."""
+    """Blur (B, C, H, W) images, each with its own sigma from (B,); edges extended, as PIL's blur does."""
     batch, channels, height, width = images.shape
     half = (kernel_size - 1) / 2
     positions = torch.linspace(-half, half, kernel_size, device=images.device)
     kernels = torch.exp(-0.5 * (positions / sigmas.view(-1, 1)) ** 2)
     kernels = (kernels / kernels.sum(dim=1, keepdim=True)).repeat_interleave(channels, dim=0)
     pad = kernel_size // 2
-    flat = F.pad(images.reshape(1, batch * channels, height, width), (pad, pad, pad, pad), mode="reflect")
+    flat = F.pad(images.reshape(1, batch * channels, height, width), (pad, pad, pad, pad), mode="replicate")
     flat = F.conv2d(flat, kernels.view(-1, 1, 1, kernel_size), groups=batch * channels)
     flat = F.conv2d(flat, kernels.view(-1, 1, kernel_size, 1), groups=batch * channels)
     return flat.view(batch, channels, height, width)
@@ -144,9 +148,7 @@ class BatchedViewAugment(nn.Module):
             self._draw(recipe.grayscale_p, batch, device), grayscale(views).expand_as(views), views
         )
         if recipe.blur_p > 0:
-            blurred = gaussian_blur(
-                views, _uniform(*BLUR_SIGMA, batch, device), blur_kernel_size(self.image_size)
-            )
+            blurred = gaussian_blur(views, _uniform(*BLUR_SIGMA, batch, device), blur_kernel_size())
             views = torch.where(self._draw(recipe.blur_p, batch, device), blurred, views)
         if recipe.solarize_p > 0:
             solarized = torch.where(views >= SOLARIZE_THRESHOLD / 255.0, 1.0 - views, views)

@@ -6,11 +6,12 @@ import datasets
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader
 
 from ibzoo.augment import (
     FRAMEWORKS,
+    RandomGaussianBlur,
     ViewRecipe,
     blur_kernel_size,
     build_decode_transform,
@@ -35,17 +36,46 @@ def _normalized_range() -> tuple[torch.Tensor, torch.Tensor]:
     return (0 - mean) / std, (1 - mean) / std
 
 
-def test_recipes_follow_the_papers() -> None:
-    (simclr_small,) = view_recipes("simclr", 32)
-    assert simclr_small == ViewRecipe(jitter=(0.4, 0.4, 0.4, 0.1), blur_p=0.0)
-    (simclr_large,) = view_recipes("simclr", 224)
-    assert (simclr_large.jitter, simclr_large.blur_p) == ((0.8, 0.8, 0.8, 0.2), 0.5)
+def test_recipes_follow_the_reference_code() -> None:
+    # PKU-ML/Projector_Theory scripts/pretrain/cifar/augmentations/symmetric.yaml, at every size.
+    for size in (32, 224):
+        (simclr,) = view_recipes("simclr", size)
+        assert simclr == ViewRecipe(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5, solarize_p=0.0)
+        assert (simclr.crop_scale, simclr.jitter_p, simclr.grayscale_p, simclr.flip_p) == (
+            (0.08, 1.0),
+            0.8,
+            0.2,
+            0.5,
+        )
     first, second = view_recipes("barlow", 224)
     assert (first.blur_p, first.solarize_p, second.blur_p, second.solarize_p) == (1.0, 0.0, 0.1, 0.2)
     assert first.jitter == second.jitter == (0.4, 0.4, 0.2, 0.1)
     assert [recipe.blur_p for recipe in view_recipes("barlow", 32)] == [0.0, 0.0]
     assert all(recipe.crop_scale == (0.08, 1.0) and recipe.jitter_p == 0.8 for recipe in (first, second))
-    assert blur_kernel_size(224) == 23 and blur_kernel_size(96) % 2 == 1
+    # The batched blur's kernel reaches +-4 sigma of the largest sigma (2 px), whatever the image size.
+    assert blur_kernel_size() == 17
+
+
+def test_simclr_blur_is_pils_with_a_seeded_sigma() -> None:
+    """The reference blurs with PIL's GaussianBlur(radius=sigma), sigma ~ U(0.1, 2), kernel uncapped;
+    sigma comes from torch's generator so that a seeded loader repeats it."""
+    image = _image("RGB", (32, 32))
+    blur = RandomGaussianBlur()
+    torch.manual_seed(3)
+    sigma = 0.1 + 1.9 * torch.rand(()).item()
+    torch.manual_seed(3)
+    blurred = blur(image)
+    assert np.array_equal(
+        np.asarray(blurred), np.asarray(image.filter(ImageFilter.GaussianBlur(radius=sigma)))
+    )
+    torch.manual_seed(3)
+    assert np.array_equal(np.asarray(blur(image)), np.asarray(blurred))
+    # sigma = 2 at 32 px blurs far beyond a 3-pixel kernel: neighbouring pixels end up nearly equal.
+    strong = np.asarray(image.filter(ImageFilter.GaussianBlur(radius=2.0)), dtype=np.float64)
+    assert (
+        np.abs(np.diff(strong, axis=1)).mean()
+        < 0.1 * np.abs(np.diff(np.asarray(image, dtype=np.float64), axis=1)).mean()
+    )
 
 
 def test_unknown_framework() -> None:

@@ -17,7 +17,7 @@ from torch import nn
 
 from ibzoo.projectors.fsq import DiscretizedProjector, FiniteScalarQuantizer
 from ibzoo.projectors.mlp import MLPProjector
-from ibzoo.projectors.topk import TopKLatents, TopKSparseProjector
+from ibzoo.projectors.topk import TOPK_INITS, TopKInit, TopKLatents, TopKSparseProjector
 
 __all__ = [
     "DiscretizedProjector",
@@ -52,6 +52,8 @@ class ProjectorConfig:
     """Latent count of a sparse top-k autoencoder after the MLP part; None for no autoencoder."""
     topk_k: int | None = None
     """Latents kept per row by that autoencoder; set together with ``topk_latents``."""
+    topk_init: TopKInit = "independent"
+    """The autoencoder's init: "independent" (the reference's nn.Linear defaults) or "tied" (Gao et al.)."""
     fsq_levels: int | None = None
     """Quantize the output to this many levels per dimension; None for no quantization."""
 
@@ -79,6 +81,10 @@ class ProjectorConfig:
             raise ValueError(
                 f"ProjectorConfig: topk_k={self.topk_k} exceeds topk_latents={self.topk_latents}; "
                 "lower topk_k or raise topk_latents."
+            )
+        if self.topk_init not in TOPK_INITS:
+            raise ValueError(
+                f"ProjectorConfig: topk_init={self.topk_init!r}; choose one of {', '.join(TOPK_INITS)}."
             )
         if self.fsq_levels is not None and (not _is_positive_int(self.fsq_levels) or self.fsq_levels < 2):
             raise ValueError(f"ProjectorConfig: fsq_levels={self.fsq_levels!r} must be an int >= 2 or None.")
@@ -121,7 +127,7 @@ def build_projector(in_features: int, config: ProjectorConfig) -> nn.Module:
         parts.append(MLPProjector(width, config.hidden_features, config.out_features, config.batch_norm))
         width = parts[-1].out_features
     if config.topk_latents is not None:
-        parts.append(TopKSparseProjector(width, config.topk_latents, config.topk_k))
+        parts.append(TopKSparseProjector(width, config.topk_latents, config.topk_k, config.topk_init))
     projector = parts[0] if len(parts) == 1 else ProjectorStack(*parts)
     if config.fsq_levels is not None:
         projector = DiscretizedProjector(projector, config.fsq_levels)

@@ -19,7 +19,8 @@ monotone, so relu(topk(pre)) == topk(relu(pre)); when a row has fewer than k pos
 kept zeros contribute nothing and receive no gradient, as in the dense version.
 """
 
-from typing import NamedTuple
+import math
+from typing import Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +30,9 @@ from torch import nn
 # float32. At the paper's size that is 83 rows of 100000 latents, whose matmul is still ~8 GFLOP, so
 # chunking costs no speed, instead of 100 MB for a 256-row batch.
 CHUNK_ELEMENTS = 1 << 23
+
+TopKInit = Literal["independent", "tied"]
+TOPK_INITS: tuple[TopKInit, ...] = ("independent", "tied")
 
 
 class TopKLatents(NamedTuple):
@@ -136,12 +140,14 @@ class TopKSparseProjector(nn.Module):
         in_features: Width D of the input and of the output.
         latents: Number M of latents (the paper uses 100000).
         k: Latents kept per row (the paper uses 1000).
+        init: ``"independent"`` (the reference's) or ``"tied"`` (Gao et al.'s); see
+            :meth:`reset_parameters`.
 
     Attributes:
         out_features: Output width, equal to ``in_features``.
     """
 
-    def __init__(self, in_features: int, latents: int, k: int) -> None:
+    def __init__(self, in_features: int, latents: int, k: int, init: TopKInit = "independent") -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("latents", latents), ("k", k)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -150,9 +156,12 @@ class TopKSparseProjector(nn.Module):
             raise ValueError(
                 f"TopKSparseProjector: k={k} exceeds latents={latents}; lower k or raise latents."
             )
+        if init not in TOPK_INITS:
+            raise ValueError(f"TopKSparseProjector: init={init!r}; choose one of {', '.join(TOPK_INITS)}.")
         self.in_features = in_features
         self.latents = latents
         self.k = k
+        self.init = init
         self.out_features: int = in_features
         # No reconstruction loss and no data at construction, so there is no geometric median to centre
         # on: the input offset starts at zero and is learnt.
@@ -164,15 +173,28 @@ class TopKSparseProjector(nn.Module):
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
-        """Tied initialisation as in Gao et al.: W_dec = W_enc^T with unit-norm latent directions.
+        """Initialise the encoder and decoder as ``init`` says.
 
-        With tied weights the initial head maps x onto the directions that selected it, so features pass
-        through instead of being scrambled by a random decoder; unit-norm rows keep the output scale
-        independent of ``latents``. A zero encoder bias lets the input alone decide the first selections.
+        ``"independent"`` (the zoo's): encoder and decoder drawn independently with PyTorch's default
+        ``nn.Linear`` init, as the reference builds them (two ``nn.Linear`` layers in PKU-ML/
+        Projector_Theory's ``solo/methods/simclr.py``): W_dec and b_dec uniform in +-1/sqrt(latents). The
+        head starts as a random sparse projection, the bottleneck closed (at 512 -> 100000 -> 512, k = 1000,
+        cos(out, x) is about 0).
+
+        ``"tied"``: Gao et al.'s sparse-autoencoder init, W_dec = W_enc^T with unit-norm latent directions
+        and a zero encoder bias; the head starts as a near pass-through (cos(out, x) about 0.97 at the
+        same size), the bottleneck open. Kept for ablations.
         """
         self.encoder.reset_parameters()
-        self.encoder.bias.zero_()
-        self.decoder_weight.copy_(F.normalize(self.encoder.weight, dim=1))
+        if self.init == "tied":
+            self.encoder.bias.zero_()
+            self.decoder_weight.copy_(F.normalize(self.encoder.weight, dim=1))
+            self.decoder_bias.zero_()
+            return
+        # nn.Linear(latents, in_features)'s init: kaiming_uniform(a=sqrt(5)) is uniform in 1/sqrt(fan_in).
+        bound = 1.0 / math.sqrt(self.latents)
+        self.decoder_weight.uniform_(-bound, bound)
+        self.decoder_bias.uniform_(-bound, bound)
 
     def encode(self, x: torch.Tensor) -> TopKLatents:
         """Select the k active latents of each row.
@@ -217,4 +239,4 @@ class TopKSparseProjector(nn.Module):
         return self.decode(*self.encode(x))
 
     def extra_repr(self) -> str:
-        return f"in_features={self.in_features}, latents={self.latents}, k={self.k}"
+        return f"in_features={self.in_features}, latents={self.latents}, k={self.k}, init={self.init}"

@@ -145,11 +145,30 @@ def test_matches_dense_on_cuda():
 
 
 def test_tied_unit_norm_initialisation():
-    projector = TopKSparseProjector(16, 32, 4)
+    projector = TopKSparseProjector(16, 32, 4, init="tied")
     torch.testing.assert_close(projector.decoder_weight.norm(dim=1), torch.ones(32))
     torch.testing.assert_close(projector.decoder_weight, F.normalize(projector.encoder.weight, dim=1))
     assert not projector.pre_bias.any() and not projector.encoder.bias.any()
-    assert projector.out_features == 16
+    assert not projector.decoder_bias.any() and projector.out_features == 16
+
+
+def test_default_initialisation_is_the_references_two_independent_linears():
+    """PKU-ML/Projector_Theory methods/simclr.py: nn.Linear(D, M) and nn.Linear(M, D), default init."""
+    torch.manual_seed(0)
+    projector = TopKSparseProjector(64, 4096, 128)
+    assert projector.init == "independent" and not projector.pre_bias.any()
+    for weight, fan_in in ((projector.encoder.weight, 64), (projector.decoder_weight, 4096)):
+        bound = fan_in**-0.5  # nn.Linear's kaiming_uniform(a=sqrt(5)) bound
+        assert weight.abs().max() <= bound and weight.abs().max() > 0.99 * bound
+        assert weight.std().item() == pytest.approx(bound / 3**0.5, rel=0.05)  # uniform, not tied
+    assert projector.decoder_bias.abs().max() <= 4096**-0.5 and projector.decoder_bias.any()
+    # The bottleneck starts closed: the output is a random sparse projection of x, not x.
+    x = torch.randn(256, 64)
+    with torch.no_grad():
+        independent = F.cosine_similarity(projector(x), x).mean()
+        tied = TopKSparseProjector(64, 4096, 128, init="tied")
+        tied_cos = F.cosine_similarity(tied(x), x).mean()
+    assert abs(independent.item()) < 0.1 and tied_cos.item() > 0.5
 
 
 @pytest.mark.parametrize(
@@ -159,6 +178,7 @@ def test_tied_unit_norm_initialisation():
         ((16, 8, 0), r"k=0 must be a positive int"),
         ((0, 8, 2), r"in_features=0 must be a positive int"),
         ((16, -3, 2), r"latents=-3 must be a positive int"),
+        ((16, 8, 2, "gao"), r"init='gao'; choose one of independent, tied"),
     ],
 )
 def test_rejects_bad_arguments(args, message):

@@ -7,11 +7,14 @@ import torch
 from ibzoo.augment import collate, with_views
 from ibzoo.data import ImageDataset
 from ibzoo.evaluation import (
+    PROBE_L2_GRID,
+    choose_probe_l2,
     evaluate_backbone,
     extract_features,
     knn_accuracy,
     linear_probe,
     model_eval_transform,
+    recalibrate_batchnorm,
 )
 from ibzoo.testing.images import brightness_images
 
@@ -180,9 +183,57 @@ def test_evaluate_backbone_reports_every_number(tiny_backbone):
     result = evaluate_backbone(tiny_backbone, tiny_image_data(30), tiny_image_data(12, seed=1), knn_k=50)
     assert result["num_train"] == 30 and result["num_test"] == 12 and result["knn_k"] == 30
     assert result["feature_dim"] == tiny_backbone.num_features and result["protocol"] == "fast"
+    assert result["linear_l2"] in PROBE_L2_GRID  # chosen on held-out training images
     # Brightness separates the classes even through random convolutions.
     assert result["linear_top1"] > 80.0 and result["knn_top1"] > 60.0
     unlabelled = tiny_image_data(5)
     unlabelled = ImageDataset(unlabelled.dataset.remove_columns("y"), "img", None, None, None)
     with pytest.raises(ValueError, match="no label column"):
         evaluate_backbone(tiny_backbone, unlabelled, unlabelled)
+
+
+def test_probe_l2_is_chosen_on_held_out_training_rows_only(monkeypatch):
+    """Few noisy rows in many dimensions overfit without L2; the held-out rows see it, the test set never."""
+    train, train_labels, _, _ = gaussian_blobs(2, 120, 1, dim=200, spread=0.15, seed=3)
+    seen = []
+    original = linear_probe
+
+    def recording_probe(train_x, train_y, test_x, test_y, *args, **kwargs):
+        seen.append((len(train_x), len(test_x), kwargs["l2"]))
+        return original(train_x, train_y, test_x, test_y, *args, **kwargs)
+
+    monkeypatch.setattr("ibzoo.evaluation.linear_probe", recording_probe)
+    chosen = choose_probe_l2(train, train_labels, grid=(1e-6, 1.0), seed=0)
+    assert seen == [(108, 12, 1.0), (108, 12, 1e-6)]  # a tenth held out, strongest weight first
+    assert chosen == 1.0
+    # Every held-out score equal: the stronger regularisation wins.
+    separable, labels, _, _ = gaussian_blobs(2, 60, 1, dim=4, spread=20.0, seed=1)
+    assert choose_probe_l2(separable, labels, grid=(1e-6, 1e-3)) == 1e-3
+    with pytest.raises(ValueError, match="holdout_fraction"):
+        choose_probe_l2(separable, labels, holdout_fraction=1.0)
+
+
+def test_recalibrate_batchnorm_replaces_the_initial_statistics(tiny_backbone):
+    torch.manual_seed(0)
+    backbone = timm.create_model(
+        "resnet10t", num_classes=0, pretrained_cfg_overlay=dict(input_size=(3, 32, 32))
+    )
+    norms = [m for m in backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.equal(m.running_var, torch.ones_like(m.running_var)) for m in norms)
+    weights = {
+        k: v.clone()
+        for k, v in backbone.state_dict().items()
+        if "running" not in k and "num_batches" not in k
+    }
+    data = tiny_image_data(12)
+    recalibrate_batchnorm(backbone, data, num_images=8, batch_size=4)
+
+    assert not backbone.training
+    first = norms[0]
+    # The stem's statistics are now those of the first 8 images through the model's own preprocessing.
+    images = torch.stack([model_eval_transform(backbone)(image) for image in data.dataset["img"][:8]])
+    stem = backbone.conv1[0] if isinstance(backbone.conv1, torch.nn.Sequential) else backbone.conv1
+    with torch.no_grad():
+        activations = stem(images)
+    torch.testing.assert_close(first.running_mean, activations.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert all(torch.equal(backbone.state_dict()[k], v) for k, v in weights.items())  # weights untouched

@@ -1,13 +1,15 @@
 """Evaluate a frozen backbone: weighted k-NN and a linear probe on its pre-projector features.
 
 The backbone comes from a pretraining run or a Hub-ready folder (--checkpoint), or from a model name
-(--model) with its pretrained weights; --random-init gives the name's untrained reference. Preprocessing
-(input size, mean / std) comes from the model's own config.
+(--model) with its pretrained weights; --random-init gives the name's untrained reference, made fair
+with --recalibrate-bn N (BatchNorm statistics of N training images instead of the initial 0 / 1).
+Preprocessing (input size, mean / std) comes from the model's own config.
 
     python train/evaluate.py --checkpoint runs/simclr-topk --data.dataset uoft-cs/cifar10
     python train/evaluate.py --model resnet18_cifar_simclr_topk.cifar10 --data.dataset uoft-cs/cifar10 \\
         --protocol paper --output results/topk.json
-    python train/evaluate.py --model resnet18_cifar_simclr_mlp --random-init --data.dataset data/digits
+    python train/evaluate.py --model resnet18_cifar_simclr_mlp --random-init --recalibrate-bn 4096 \
+        --data.dataset data/digits
 """
 
 import argparse
@@ -21,7 +23,7 @@ from accelerate.utils import set_seed
 
 import ibzoo
 from ibzoo.data import load_image_dataset
-from ibzoo.evaluation import evaluate_backbone
+from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
 from ibzoo.training.cli import (
     add_data_arguments,
     add_model_source_arguments,
@@ -47,12 +49,34 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="fast",
         help="linear probe: paper's SGD or fast L-BFGS",
     )
+    parser.add_argument(
+        "--probe-l2",
+        type=float,
+        help="L2 weight of the fast probe; default: chosen on a held-out tenth of the training images",
+    )
+    parser.add_argument(
+        "--recalibrate-bn",
+        type=int,
+        default=0,
+        metavar="N",
+        help="first recompute BatchNorm statistics on N training images (for --random-init; 0: off)",
+    )
+    parser.add_argument(
+        "--zero-init-last",
+        action="store_true",
+        help="with --random-init: timm's init (each residual block's last BatchNorm gamma at 0), "
+        "not the zoo's (gamma at 1)",
+    )
     parser.add_argument("--batch-size", type=int, default=256, help="images per feature-extraction batch")
     parser.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
     parser.add_argument("--seed", type=int, default=0, help="seed of the paper protocol's batch order")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator exists")
     parser.add_argument("--output", type=Path, help="write the results to this JSON file")
     args = parser.parse_args(argv)
+    if args.recalibrate_bn < 0:
+        parser.error(f"--recalibrate-bn {args.recalibrate_bn}: pass a number of images >= 0.")
+    if args.zero_init_last and not args.random_init:
+        parser.error("--zero-init-last goes with --random-init: pretrained weights set every gamma.")
     try:
         args.data_config = data_config_from_args(args)
         args.model_name, args.pretrained = model_source(args)
@@ -69,9 +93,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     model_name, pretrained, dataset = args.model_name, args.pretrained, args.data_config.dataset
     # num_classes=0: the pooled features even when the folder holds a fine-tuned classifier.
-    backbone = ibzoo.create_model(model_name, pretrained=pretrained, num_classes=0)
+    init = {"zero_init_last": True} if args.zero_init_last else {}
+    backbone = ibzoo.create_model(model_name, pretrained=pretrained, num_classes=0, **init)
     train_data = load_image_dataset(args.data_config, args.data_config.train_split)
     test_data = load_image_dataset(args.data_config, args.data_config.eval_split)
+    if args.recalibrate_bn:
+        recalibrate_batchnorm(backbone, train_data, args.recalibrate_bn)
 
     results = evaluate_backbone(
         backbone,
@@ -80,19 +107,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         knn_k=args.knn_k,
         knn_temperature=args.knn_temperature,
         protocol=args.protocol,
+        probe_l2=args.probe_l2,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         seed=args.seed,
         accelerator=accelerator,
     )
     record = {"model": model_name, "pretrained": pretrained, "dataset": dataset, **results}
+    record.update(recalibrated_bn_images=args.recalibrate_bn, zero_init_last=args.zero_init_last)
 
     if accelerator.is_main_process:
         weights = "" if pretrained else " (random init)"
         print(f"model          {model_name}{weights}")
         print(f"dataset        {dataset}: {record['num_train']} train / {record['num_test']} test images")
         print(f"k-NN top-1     {record['knn_top1']:6.2f}   (k={record['knn_k']}, T={args.knn_temperature})")
-        print(f"linear top-1   {record['linear_top1']:6.2f}   ({args.protocol} protocol)")
+        l2 = f", l2 {record['linear_l2']:g}" if record["linear_l2"] is not None else ""
+        print(f"linear top-1   {record['linear_top1']:6.2f}   ({args.protocol} protocol{l2})")
         print(f"features       {record['feature_dim']}")
         if args.output is not None:
             args.output.parent.mkdir(parents=True, exist_ok=True)

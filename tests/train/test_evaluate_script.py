@@ -90,3 +90,26 @@ def test_checkpoint_folder_loads_its_weights(tiny_brightness, tmp_path, monkeypa
         script.main(["--checkpoint", str(tmp_path), *argv])
     with pytest.raises(SystemExit):
         script.main(["--checkpoint", str(tmp_path / "run"), "--random-init", *argv])
+
+
+def test_random_init_reference_can_be_recalibrated(tiny_brightness, monkeypatch):
+    """--random-init --recalibrate-bn N: the zoo's init with BatchNorm statistics of N training images."""
+    script = load_script()
+    recalibrated = []
+    monkeypatch.setattr(
+        script,
+        "recalibrate_batchnorm",
+        lambda model, data, n: recalibrated.append((model, len(data.dataset), n)),
+    )
+    argv = ["--model", MODEL, "--random-init", "--data.dataset", str(tiny_brightness), "--knn-k", "5"]
+    argv += ["--num-workers", "0", "--cpu", "--probe-l2", "1e-3"]
+    record = script.main([*argv, "--recalibrate-bn", "8", "--zero-init-last"])
+    assert record["recalibrated_bn_images"] == 8 and record["zero_init_last"] is True
+    assert record["linear_l2"] == 1e-3
+    ((model, train_rows, images),) = recalibrated
+    assert (train_rows, images) == (16, 8)
+    assert not model.layer1[0].bn2.weight.any()  # timm's zero-init residual gamma, as asked
+    with pytest.raises(SystemExit):
+        script.main(["--model", MODEL, "--data.dataset", str(tiny_brightness), "--zero-init-last"])
+    with pytest.raises(SystemExit):
+        script.main([*argv, "--recalibrate-bn", "-1"])

@@ -14,7 +14,8 @@ interrupted benchmark resumes from what is on disk. The untrained reference row 
 
 Spread is the sample standard deviation over seeds (none for a single seed). The delta of a projector
 against the framework's ``mlp`` baseline is paired by seed: the mean ± spread of per-seed differences,
-which removes the variation that a seed's initial weights and data order share across projectors.
+which removes the variation that a seed's initial weights and data order share across projectors, with
+its two-sided 95 % Student-t interval; the table says whether that interval excludes 0, whatever the sign.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from typing import Any, NamedTuple
 
 __all__ = [
     "RANDOM_INIT",
+    "REFERENCE",
     "Summary",
     "find_run",
     "load_results",
@@ -36,11 +38,29 @@ __all__ = [
     "render_markdown",
     "save_results",
     "summarize",
+    "t_quantile_975",
 ]
 
-RANDOM_INIT = ("none", "random_init")
+REFERENCE = "none"  # the framework of untrained reference rows
+RANDOM_INIT = (REFERENCE, "random_init")
 METRIC_TITLES = {"linear_top1": "linear top-1 (%)", "knn_top1": "k-NN top-1 (%)"}
-FRAMEWORK_TITLES = {"simclr": "SimCLR", "barlow": "Barlow Twins", "none": "—"}
+FRAMEWORK_TITLES = {"simclr": "SimCLR", "barlow": "Barlow Twins", REFERENCE: "—"}
+# Two-sided 95 % quantiles of Student's t with 1..30 degrees of freedom; beyond, the Cornish-Fisher
+# expansion around the normal quantile (error below 1e-3 there).
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145)
+_T975 += (2.131, 2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052)
+_T975 += (2.048, 2.045, 2.042)
+_Z975 = 1.959964
+
+
+def t_quantile_975(degrees_of_freedom: int) -> float:
+    """The 0.975 quantile of Student's t distribution (the half-width factor of a 95 % interval)."""
+    if degrees_of_freedom < 1:
+        raise ValueError(f"t_quantile_975: degrees_of_freedom={degrees_of_freedom} must be >= 1.")
+    if degrees_of_freedom <= len(_T975):
+        return _T975[degrees_of_freedom - 1]
+    z, n = _Z975, degrees_of_freedom
+    return z + (z**3 + z) / (4 * n) + (5 * z**5 + 16 * z**3 + 3 * z) / (96 * n**2)
 
 
 class Summary(NamedTuple):
@@ -54,6 +74,23 @@ class Summary(NamedTuple):
         """``"81.20 ± 0.35"`` (``"+1.05 ± 0.20"`` when signed); just the mean for one seed."""
         mean = f"{self.mean:+.2f}" if signed else f"{self.mean:.2f}"
         return mean if self.spread is None else f"{mean} ± {self.spread:.2f}"
+
+    def interval(self) -> tuple[float, float] | None:
+        """The two-sided 95 % Student-t interval of the mean; None for one seed."""
+        if self.spread is None:
+            return None
+        half_width = t_quantile_975(self.count - 1) * self.spread / math.sqrt(self.count)
+        return self.mean - half_width, self.mean + half_width
+
+    def excludes_zero(self) -> str:
+        """``"yes (+)"`` / ``"yes (−)"`` when the 95 % interval lies above / below 0, ``"no"`` when it holds
+        0, ``"—"`` for one seed."""
+        interval = self.interval()
+        if interval is None:
+            return "—"
+        if interval[0] > 0:
+            return "yes (+)"
+        return "yes (−)" if interval[1] < 0 else "no"
 
 
 def summarize(values: Sequence[float]) -> Summary:
@@ -86,31 +123,61 @@ def paired_delta(
     return summarize([cell[seed][metric] - reference[seed][metric] for seed in seeds])
 
 
+def _format_delta(delta: Summary | None) -> str:
+    if delta is None:
+        return "—"
+    interval = delta.interval()
+    bounds = "" if interval is None else f" [{interval[0]:+.2f}, {interval[1]:+.2f}]"
+    return delta.format(signed=True) + bounds
+
+
+def _mean_of(cell_runs: Sequence[Mapping[str, Any]], key: str, digits: int) -> str:
+    values = [r[key] for r in cell_runs if r.get(key) is not None]
+    return f"{summarize(values).mean:.{digits}f}" if values else "—"
+
+
 def render_markdown(
     results: Mapping[str, Any],
     metrics: Sequence[str] = ("linear_top1", "knn_top1"),
     baseline: str = "mlp",
+    row_titles: Mapping[str, str] | None = None,
 ) -> str:
-    """One row per (framework, projector) in the order first run, each metric as mean ± spread and as
-    a paired delta against ``baseline``, plus the mean pretraining minutes per seed."""
-    runs = results["runs"]
+    """One row per (framework, projector) in the order first run, reference rows last.
+
+    Columns: each metric as mean ± spread and as the paired delta against ``baseline`` with its 95 %
+    interval, whether each interval excludes 0, the last logged SSL loss and MI term λ·I(Z1; Z2) (run
+    keys ``final_ssl_loss``, ``final_mi_term``) and the mean pretraining minutes per seed.
+    ``row_titles`` names projector keys in the table (default: the key with spaces).
+    """
+    runs, row_titles = results["runs"], row_titles or {}
     cells = list(dict.fromkeys((r["framework"], r["projector"]) for r in runs))
-    cells.sort(key=lambda cell: cell == RANDOM_INIT)  # the reference row last
+    # Reference rows last, in a fixed order whatever order their runs finished in.
+    cells.sort(key=lambda cell: (cell[0] == REFERENCE, cell[1] if cell[0] == REFERENCE else ""))
     header = ["framework", "projector", "seeds"]
     for metric in metrics:
-        header += [METRIC_TITLES.get(metric, metric), f"Δ vs {baseline}"]
-    header.append("pretrain min / seed")
+        header += [METRIC_TITLES.get(metric, metric), f"Δ vs {baseline} [95 % CI]"]
+    header += [
+        "CI excludes 0 (" + " / ".join(METRIC_TITLES.get(m, m).split(" top")[0] for m in metrics) + ")"
+    ]
+    header += ["final L_ssl", "final λ·I", "pretrain min / seed"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for framework, projector in cells:
         cell_runs = list(_runs_of(runs, framework, projector).values())
-        row = [FRAMEWORK_TITLES.get(framework, framework), projector.replace("_", " ")]
+        row = [
+            FRAMEWORK_TITLES.get(framework, framework),
+            row_titles.get(projector, projector.replace("_", " ")),
+        ]
         row.append(",".join(str(r["seed"]) for r in sorted(cell_runs, key=lambda r: r["seed"])))
+        excludes = []
         for metric in metrics:
             row.append(summarize([r[metric] for r in cell_runs]).format())
             delta = None
-            if projector != baseline and (framework, projector) != RANDOM_INIT:
+            if projector != baseline and framework != REFERENCE:
                 delta = paired_delta(runs, framework, projector, metric, baseline)
-            row.append(delta.format(signed=True) if delta else "—")
+            row.append(_format_delta(delta))
+            excludes.append(delta.excludes_zero() if delta else "—")
+        row.append(" / ".join(excludes))
+        row += [_mean_of(cell_runs, "final_ssl_loss", 3), _mean_of(cell_runs, "final_mi_term", 4)]
         row.append(f"{summarize([r.get('train_seconds', 0.0) / 60 for r in cell_runs]).mean:.1f}")
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"

@@ -15,6 +15,7 @@ from ibzoo.benchmark_table import (
     render_markdown,
     save_results,
     summarize,
+    t_quantile_975,
 )
 
 
@@ -60,17 +61,48 @@ def test_markdown_table_rows_values_and_deltas():
     table = render_markdown({"runs": RUNS})
     lines = table.splitlines()
     assert lines[0] == (
-        "| framework | projector | seeds | linear top-1 (%) | Δ vs mlp | k-NN top-1 (%) | Δ vs mlp "
+        "| framework | projector | seeds | linear top-1 (%) | Δ vs mlp [95 % CI] | k-NN top-1 (%) "
+        "| Δ vs mlp [95 % CI] | CI excludes 0 (linear / k-NN) | final L_ssl | final λ·I "
         "| pretrain min / seed |"
     )
-    assert lines[1] == "|" + "---|" * 8
-    assert lines[2] == "| SimCLR | mlp | 0,1 | 81.00 ± 1.41 | — | 75.50 ± 0.71 | — | 2.0 |"
-    assert (
-        lines[3]
-        == "| SimCLR | topk | 0,1 | 82.50 ± 2.12 | +1.50 ± 0.71 | 78.25 ± 0.35 | +2.75 ± 0.35 | 2.0 |"
+    assert lines[1] == "|" + "---|" * 11
+    assert lines[2] == "| SimCLR | mlp | 0,1 | 81.00 ± 1.41 | — | 75.50 ± 0.71 | — | — / — | — | — | 2.0 |"
+    # Two seeds: t(1) = 12.706, so the interval of +1.50 ± 0.71 is ±12.706 * 0.71 / sqrt(2) wide.
+    assert lines[3] == (
+        "| SimCLR | topk | 0,1 | 82.50 ± 2.12 | +1.50 ± 0.71 [-4.85, +7.85] | 78.25 ± 0.35 "
+        "| +2.75 ± 0.35 [-0.43, +5.93] | no / no | — | — | 2.0 |"
     )
-    assert lines[4] == "| — | random init | 0 | 60.00 | — | 55.00 | — | 2.0 |"  # the reference row last
+    assert (
+        lines[4] == "| — | random init | 0 | 60.00 | — | 55.00 | — | — / — | — | — | 2.0 |"
+    )  # references last
     assert len(lines) == 5
+
+
+def test_interval_is_student_t_and_says_whether_it_excludes_zero():
+    assert t_quantile_975(1) == 12.706 and t_quantile_975(4) == 2.776
+    assert t_quantile_975(31) == pytest.approx(2.0395, abs=1e-3)  # past the table: Cornish-Fisher
+    assert t_quantile_975(1000) == pytest.approx(1.9623, abs=1e-3)
+    five_seeds = summarize([1.0, 1.5, 0.5, 1.2, 0.8])  # mean 1.0, sd 0.383
+    low, high = five_seeds.interval()
+    assert (low + high) / 2 == pytest.approx(1.0)
+    assert high - low == pytest.approx(2 * 2.776 * statistics.stdev([1.0, 1.5, 0.5, 1.2, 0.8]) / 5**0.5)
+    assert five_seeds.excludes_zero() == "yes (+)"
+    assert summarize([-1.0, -1.2, -0.8]).excludes_zero() == "yes (−)"
+    assert summarize([-1.0, 1.5, 0.5]).excludes_zero() == "no"
+    assert summarize([2.0]).interval() is None and summarize([2.0]).excludes_zero() == "—"
+
+
+def test_table_reports_losses_and_titles_rows():
+    runs = [
+        {**_run("simclr", "mlp", 0, 80.0, 75.0), "final_ssl_loss": 4.25, "final_mi_term": 0.0},
+        {**_run("simclr", "mlp_mi", 0, 81.0, 75.0), "final_ssl_loss": 4.5, "final_mi_term": 0.375},
+        _run("none", "random_init_bn", 0, 70.0, 65.0),
+    ]
+    lines = render_markdown(
+        {"runs": runs}, row_titles={"random_init_bn": "random init, BN recalibrated"}
+    ).splitlines()
+    assert lines[3].endswith("| 4.500 | 0.3750 | 2.0 |") and "| mlp mi |" in lines[3]
+    assert lines[4].startswith("| — | random init, BN recalibrated | 0 |")
 
 
 def test_results_round_trip_and_a_rerun_replaces_its_record(tmp_path):

@@ -2,6 +2,7 @@
 and the Hub folders it writes loading by their zoo name (``*.fmnist``) from the local Hub."""
 
 import json
+import types
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from ibzoo.testing.idx import write_idx
 from ibzoo.testing.images import brightness_images
 from ibzoo.testing.scripts import load_train_script
 
-NAME = "resnet18_cifar_simclr_mlp"
+NAME = "resnet18_simclr_mlp"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -27,27 +28,32 @@ def idx_dir(tmp_path):
     return tmp_path
 
 
-@pytest.mark.slow  # one pretraining subprocess (2 steps at 16 px) and two evaluations: 20-40 s on 2 cores
+@pytest.mark.slow  # one pretraining subprocess (2 steps at 16 px) and three evaluations: 20-40 s on 2 cores
 def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path, local_hub, monkeypatch):
     script = load_train_script("benchmark_fmnist")
+    # One zoo cell beside the two references keeps the end-to-end run short; the full list is tested below.
+    monkeypatch.setattr(script, "CELLS", (script.Cell("simclr", "mlp", "mlp", main=True),))
     output = tmp_path / "bench"
-    argv = ["--output-dir", str(output), "--budget", "quick", "--frameworks", "simclr", "--projectors", "mlp"]
-    argv += ["--idx-dir", str(idx_dir), "--num-workers", "0", "--cpu"]
+    argv = ["--output-dir", str(output), "--budget", "quick", "--idx-dir", str(idx_dir)]
+    argv += ["--num-workers", "0", "--cpu"]
     results = json.loads(script.main(argv).read_text())
 
     runs = {(r["framework"], r["projector"], r["seed"]): r for r in results["runs"]}
-    assert runs.keys() == {("none", "random_init", 0), ("simclr", "mlp", 0)}
+    assert runs.keys() == {("none", "random_init", 0), ("none", "random_init_bn", 0), ("simclr", "mlp", 0)}
     assert all(r["num_train"] == r["num_test"] == 64 and 0 <= r["linear_top1"] <= 100 for r in runs.values())
+    assert all(r["linear_l2"] is not None for r in runs.values())  # chosen on held-out training images
+    trained = runs[("simclr", "mlp", 0)]
+    assert trained["final_ssl_loss"] > 0 and trained["final_mi_term"] == pytest.approx(0.0, abs=1e-6)
     assert results["settings"]["budget"] == "quick" and results["wall_seconds"] > 0
     table = (output / "results.md").read_text()
-    assert "| SimCLR | mlp | 0 |" in table and "| — | random init | 0 |" in table
+    assert "| SimCLR | mlp | 0 |" in table and "| — | random init (γ = 1, BN recalibrated) | 0 |" in table
 
     folder = output / "hub" / "ibzoo" / f"{NAME}.fmnist"
     config = json.loads((folder / "config.json").read_text())
-    trained = find_run(results, "simclr", "mlp", 0)
     assert config["ibzoo"]["results"] == {key: trained[key] for key in ("linear_top1", "knn_top1")}
     assert config["ibzoo"]["dataset"] == "zalando-datasets/fashion_mnist"
     assert config["ibzoo"]["train_config"]["data"]["dataset"] == "zalando-datasets/fashion_mnist"
+    assert config["ibzoo"]["train_config"]["model"] == f"{NAME}.fmnist"
     assert "output_dir" not in config["ibzoo"]["train_config"]
     card = (folder / "README.md").read_text()
     assert table in card and "seed 0 of the row SimCLR / mlp" in card
@@ -61,9 +67,55 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
         script.main(argv)
     resumed = json.loads(script.main([*argv, "--resume"]).read_text())
     assert resumed["runs"] == results["runs"] and resumed["wall_seconds"] > results["wall_seconds"]
+    # --rerun with --cells forgets just those cells' runs and does them again.
+    rerun = json.loads(script.main([*argv, "--resume", "--cells", "none/random_init", "--rerun"]).read_text())
+    assert [r for r in rerun["runs"] if r["projector"] != "random_init"] == [
+        r for r in results["runs"] if r["projector"] != "random_init"
+    ]
+    assert (
+        find_run(rerun, "none", "random_init", 0)["eval_seconds"]
+        != runs[("none", "random_init", 0)]["eval_seconds"]
+    )
 
     load_train_script("push_to_hub").main([str(folder)])
     from_hub = ibzoo.create_model(f"{NAME}.fmnist", pretrained=True)
     from_folder = ibzoo.create_model(f"local-dir:{folder}", pretrained=True)
     for key, value in from_folder.state_dict().items():
         torch.testing.assert_close(from_hub.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+
+def test_cells_seeds_and_pretraining_flags_follow_the_issue(tmp_path, monkeypatch):
+    """Every zoo cell plus the two ablations; 5 seeds for SimCLR mlp / fsq / topk, 3 elsewhere; each
+    pretraining gets the budget's flags, top-k above the feature width and a weight that makes MI act."""
+    script = load_train_script("benchmark_fmnist")
+    settings = script.BUDGETS["full"]
+    seeds = {cell.key: len(cell.seeds(settings)) for cell in (*script.REFERENCES, *script.CELLS)}
+    assert seeds == {
+        **{f"{f}/{p}": 3 for f in ("simclr", "barlow") for p in ("mlp", "fsq", "topk", "topk_fsq", "mlp_mi")},
+        "simclr/mlp": 5,
+        "simclr/fsq": 5,
+        "simclr/topk": 5,
+        "simclr/topk_tied": 3,
+        "simclr/mlp_zero_init": 3,
+        "none/random_init": 3,
+        "none/random_init_bn": 3,
+    }
+    assert script.TOPK["k"] > 512 and settings["epochs"] * 60000 // settings["batch_size"] >= 800
+    commands = []
+    monkeypatch.setattr(
+        script.subprocess, "run", lambda argv: commands.append(argv) or types.SimpleNamespace(returncode=0)
+    )
+    args = script.parse_args(["--output-dir", str(tmp_path), "--cells", "simclr/topk_tied,barlow/mlp_mi"])
+    for cell in args.selected:
+        script.pretrain(cell, 0, tmp_path / "data", settings, args)
+    tied, mi = (" ".join(command) for command in commands)
+    assert "--model resnet18_simclr_topk.fmnist" in tied and "--projector.topk-init tied" in tied
+    assert f"--projector.topk-k {script.TOPK['k']}" in tied and "--batch-size 256" in tied
+    assert (
+        "--model resnet18_barlow_mlp_mi.fmnist" in mi
+        and f"--objective.mi-weight {script.MI_WEIGHTS['barlow']}" in mi
+    )
+    with pytest.raises(SystemExit):
+        script.parse_args(["--output-dir", str(tmp_path), "--cells", "simclr/vq"])
+    with pytest.raises(SystemExit):
+        script.parse_args(["--output-dir", str(tmp_path), "--rerun"])

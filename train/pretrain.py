@@ -117,8 +117,15 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Resume: the trainer state travels inside each checkpoint, next to the model and optimiser.
     state = TrainerState()
-    accelerator.register_for_checkpointing(state)
-    checkpoints = CheckpointManager(accelerator, output_dir / "checkpoints", keep=config.keep_checkpoints)
+    checkpoints = CheckpointManager(
+        accelerator,
+        output_dir / "checkpoints",
+        keep=config.keep_checkpoints,
+        model=module,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+    )
     checkpoints.resume(config.resume)
     if config.log_with:
         accelerator.init_trackers("tensorboard", config=flat_hparams(config.to_dict()))

@@ -50,11 +50,16 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
     is honoured.
     """
     _check_known(model_name)
-    from ibzoo.hub import pretrained_weights_errors  # deferred: hub I/O pulls in huggingface_hub
+    # deferred: hub I/O pulls in huggingface_hub
+    from ibzoo.hub_loading import create_pretrained, load_safetensors_checkpoint, pretrained_weights_errors
 
+    checkpoint_path = kwargs.pop("checkpoint_path", None)
     with pretrained_weights_errors(model_name):
         try:
-            return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+            if pretrained:  # weights read from safetensors only, never through timm's pickle fallbacks
+                model = create_pretrained(model_name, **kwargs)
+            else:
+                model = timm.create_model(model_name, **kwargs)
         except TypeError as err:
             if "unexpected keyword argument" not in str(err):
                 raise
@@ -62,6 +67,9 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
                 f"{model_name}: {err}. create_model passes extra keyword arguments to the timm model class; "
                 "check the spelling against timm.create_model's documentation."
             ) from None
+        if checkpoint_path:
+            load_safetensors_checkpoint(model, checkpoint_path)
+    return model
 
 
 def create_pretraining_model(

@@ -2,8 +2,11 @@
 
 The projector of a checkpoint comes from the same place as its backbone: a zoo name's ``hf_hub_id``,
 ``hf-hub:org/repo[@revision]``, ``local-dir:/path``, or the folder of a
-``pretrained_cfg_overlay=dict(file=".../model.safetensors")``. Only safetensors files are read, so
-nothing downloaded is ever unpickled; a config.json written by a newer ibzoo (major.minor) is refused.
+``pretrained_cfg_overlay=dict(file=".../model.safetensors")``. Only safetensors and JSON files are read:
+:func:`create_pretrained` reads the backbone's weights itself and hands timm the checked tensors, so
+timm's fallbacks to ``pytorch_model.bin`` and ``.pth`` URLs (``torch.load``) are never reached, and a
+pickle-only source is refused naming the file (:mod:`ibzoo.weights`). A config.json written by a newer
+ibzoo (major.minor) is refused.
 Every failure a user can meet (offline and not cached, unknown repo or revision, missing file, another
 architecture or projector, truncated file, newer ibzoo) is re-raised with the source tried and the remedy.
 """
@@ -20,11 +23,14 @@ from pathlib import Path
 from typing import Any
 
 import safetensors
+import timm
 from huggingface_hub import constants, hf_hub_download
 from huggingface_hub import errors as hf_errors
 from safetensors.torch import load_file
 from timm.models import get_pretrained_cfg
+from timm.models._builder import _resolve_pretrained_source, resolve_pretrained_cfg
 from timm.models._hub import hf_split
+from timm.models._registry import split_model_name_tag
 from torch import Tensor, nn
 
 from ibzoo.models.pretraining import SSLModel
@@ -32,6 +38,7 @@ from ibzoo.models.zoo import MODEL_INFOS
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.version import __version__
+from ibzoo.weights import PICKLE_SUFFIXES, CheckpointError, check_state_dict, refuse_pickle
 
 __all__ = [
     "CONFIG_FILE",
@@ -41,7 +48,9 @@ __all__ = [
     "CheckpointSource",
     "PretrainedWeightsUnavailableError",
     "backbone_architecture",
+    "create_pretrained",
     "load_projector_weights",
+    "load_safetensors_checkpoint",
     "pretrained_weights_errors",
     "pretraining_configs",
     "published_zoo_configs",
@@ -54,10 +63,6 @@ CONFIG_FILE = "config.json"
 
 class PretrainedWeightsUnavailableError(FileNotFoundError):
     """Pretrained weights could not be found or downloaded: offline, no such repo, revision or file."""
-
-
-class CheckpointError(ValueError):
-    """A checkpoint was found but cannot be used: corrupt, for another model, or from a newer ibzoo."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +118,20 @@ class CheckpointSource:
             return Path(path)
         path = self.folder / filename
         if not path.is_file():
+            if filename.endswith(".safetensors") and self.folder.is_dir():
+                # The pickle that stands in for it: the same stem (projector.bin), else timm's names.
+                stem = filename.removesuffix(".safetensors")
+                pickled = sorted(p for p in self.folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+                pickled.sort(key=lambda p: p.name.split(".")[0] != stem)
+                if pickled and (pickled[0].name.startswith(stem) or filename == WEIGHTS_FILE):
+                    refuse_pickle(pickled[0])
             raise PretrainedWeightsUnavailableError(f"{self} has no {filename}. {_REPUBLISH}")
         return path
 
 
 _REPUBLISH = (
-    "An ibzoo checkpoint holds model.safetensors, projector.safetensors and config.json: write one with "
+    "An ibzoo checkpoint holds model.safetensors, projector.safetensors and config.json (weights are read "
+    "from safetensors only, never from pytorch_model.bin or other pickles): write one with "
     "ibzoo.hub.save_pretrained and upload it with ibzoo.hub.push_to_hub (train/push_to_hub.py)."
 )
 
@@ -232,6 +245,96 @@ def _load_safetensors(path: Path, content: str) -> dict[str, Tensor]:
     return load_file(path)
 
 
+_SOURCE_KEYS = ("source", "file", "url", "hf_hub_id", "hf_hub_filename", "state_dict", "custom_load")
+
+
+def _weights_origin(model_name: str, kwargs: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """The pretrained_cfg entries that say where timm would take ``model_name``'s weights from."""
+    if model_name.startswith("local-dir:"):
+        cfg = {"source": "local-dir", "file": model_name.removeprefix("local-dir:")}
+    elif model_name.startswith("hf-hub:"):
+        cfg = {"source": "hf-hub", "hf_hub_id": model_name.removeprefix("hf-hub:")}
+    else:
+        architecture, tag = split_model_name_tag(model_name)
+        resolved = resolve_pretrained_cfg(architecture, kwargs.get("pretrained_cfg") or tag or None, overlay)
+        return {key: value for key, value in resolved.to_dict().items() if key in _SOURCE_KEYS}
+    return {**cfg, **{key: value for key, value in overlay.items() if key in _SOURCE_KEYS}}
+
+
+def _read_pretrained_weights(origin: Mapping[str, Any]) -> tuple[dict[str, Tensor], str] | None:
+    """The backbone weights ``origin`` names, read from a safetensors file, and where they came from.
+
+    None for an in-memory ``state_dict`` (the caller's own) or no source at all (timm says so).
+    """
+    load_from, location = _resolve_pretrained_source(dict(origin))
+    if load_from in ("", "state_dict"):
+        return None
+    if origin.get("custom_load"):
+        refuse_pickle(
+            location if isinstance(location, str) else "/".join(location), "weights in a custom format"
+        )
+    if load_from == "url":
+        refuse_pickle(location)
+    if load_from == "file":
+        path = Path(location)
+        if not path.name.endswith(".safetensors"):
+            refuse_pickle(path)
+        if not path.is_file():
+            raise PretrainedWeightsUnavailableError(f"Pretrained weights file {path} does not exist.")
+    elif load_from == "local-dir":
+        path = CheckpointSource(folder=Path(location)).fetch(WEIGHTS_FILE)
+    else:  # hf-hub: a repo id, or (repo id, file name)
+        repo, filename = (location, WEIGHTS_FILE) if isinstance(location, str) else location
+        if not filename.endswith(".safetensors"):
+            if filename != "pytorch_model.bin":  # timm's default, whose safetensors twin is model.safetensors
+                refuse_pickle(f"{repo}/{filename}")
+            filename = WEIGHTS_FILE
+        path = CheckpointSource(*hf_split(repo)).fetch(filename)
+    return _load_safetensors(path, "backbone"), str(path)
+
+
+def create_pretrained(model_name: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(model_name, pretrained=True, **kwargs)``, reading the weights from safetensors.
+
+    The weights are read here, from wherever timm would take them (the name's Hub repo, a ``local-dir:``
+    folder, a ``pretrained_cfg_overlay`` file), and handed to timm as an in-memory state dict, so that
+    timm still adapts them (input channels, classifier) but never falls back to a pickle. The model's
+    ``pretrained_cfg`` keeps the original source; the tensors are checked against the model
+    (:func:`ibzoo.weights.check_state_dict`).
+    """
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    origin = _weights_origin(model_name, kwargs, overlay)
+    found = _read_pretrained_weights(origin)
+    if found is None:
+        return timm.create_model(
+            model_name, pretrained=True, pretrained_cfg_overlay=overlay or None, **kwargs
+        )
+    state_dict, where = found
+    tensors = dict(state_dict)  # timm edits the dict it is given (drops a classifier, adapts the stem)
+    # An empty source makes timm take the state dict ahead of every other location.
+    loading = {**overlay, "state_dict": state_dict, "source": ""}
+    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=loading, **kwargs)
+    model.pretrained_cfg.pop("state_dict", None)
+    for key in ("source", "custom_load"):
+        model.pretrained_cfg.pop(key, None)
+        if origin.get(key) is not None:
+            model.pretrained_cfg[key] = origin[key]
+    check_state_dict(tensors, model.state_dict(), where)
+    return model
+
+
+def load_safetensors_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """Load a safetensors state dict into ``model`` strictly, as timm's ``checkpoint_path=`` does."""
+    path = Path(path)
+    if not path.name.endswith(".safetensors"):
+        refuse_pickle(path)
+    if not path.is_file():
+        raise PretrainedWeightsUnavailableError(f"checkpoint_path {path} does not exist.")
+    state_dict = _load_safetensors(path, "backbone")
+    check_state_dict(state_dict, model.state_dict(), str(path))
+    model.load_state_dict(state_dict)
+
+
 def pretraining_configs(model_name: str) -> tuple[ProjectorConfig, ObjectiveConfig]:
     """The projector and objective configs recorded by a ``hf-hub:...`` or ``local-dir:...`` checkpoint."""
     if not model_name.startswith(("hf-hub:", "local-dir:")):
@@ -291,8 +394,17 @@ def load_projector_weights(model: SSLModel, model_name: str) -> None:
             )
             return
         _check_same_model(config, model, model_name, source)
-        state_dict = _load_safetensors(source.fetch(PROJECTOR_FILE), "projector")
-    model.projector.load_state_dict(state_dict)
+        path = source.fetch(PROJECTOR_FILE)
+        state_dict = _load_safetensors(path, "projector")
+    check_state_dict(state_dict, model.projector.state_dict(), str(path))
+    try:
+        model.projector.load_state_dict(state_dict)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split()[:24])  # the first missing keys or size mismatches are enough
+        raise CheckpointError(
+            f"{path} does not fit the projector that {source}'s config.json describes ({detail} ...): the "
+            "two files were not saved together. Re-save the checkpoint with ibzoo.hub.save_pretrained."
+        ) from None
 
 
 def _check_same_model(

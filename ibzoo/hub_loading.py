@@ -48,12 +48,14 @@ __all__ = [
     "CheckpointSource",
     "PretrainedWeightsUnavailableError",
     "backbone_architecture",
+    "check_source_config",
     "create_pretrained",
     "load_projector_weights",
     "load_safetensors_checkpoint",
     "pretrained_weights_errors",
     "pretraining_configs",
     "published_zoo_configs",
+    "read_config",
 ]
 
 WEIGHTS_FILE = "model.safetensors"
@@ -144,19 +146,45 @@ def _where_else() -> str:
     )
 
 
+def _http_status(error: BaseException) -> int | None:
+    """The HTTP status behind ``error`` (huggingface_hub wraps a failed request in a cache miss), if any."""
+    seen = error
+    while seen is not None:
+        status = getattr(getattr(seen, "response", None), "status_code", None)
+        if status is not None:
+            return status
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 @contextlib.contextmanager
 def _explained_errors(model_name: str, source: CheckpointSource | None, what: str) -> Iterator[None]:
     """Re-raise download and loading failures of ``what`` with the source tried and the remedy."""
     where = str(source) if source is not None else "its pretrained source"
     try:
         yield
+    except hf_errors.HFValidationError as err:
+        repo = source.repo_id if source is not None else model_name
+        raise ValueError(
+            f"{model_name!r}: {repo!r} is not a valid Hub repo id ({err}); name a repo as "
+            "'hf-hub:org/name' or 'hf-hub:org/name@revision'."
+        ) from None
     except (hf_errors.OfflineModeIsEnabled, hf_errors.LocalEntryNotFoundError) as err:
-        reason = (
-            "huggingface_hub is offline (HF_HUB_OFFLINE=1) and they are not in its cache; run once online to "
-            "fill the cache"
-            if constants.is_offline_mode()
-            else f"{constants.ENDPOINT} could not be reached and they are not cached; check the connection"
-        )
+        status = _http_status(err)
+        if constants.is_offline_mode():
+            reason = (
+                "huggingface_hub is offline (HF_HUB_OFFLINE=1) and they are not in its cache; run once "
+                "online to fill the cache"
+            )
+        elif status is not None and status >= 500:
+            reason = (
+                f"{constants.ENDPOINT} answered HTTP {status}, a server error, and they are not cached; try "
+                "again later"
+            )
+        else:
+            reason = (
+                f"{constants.ENDPOINT} could not be reached and they are not cached; check the connection"
+            )
         raise PretrainedWeightsUnavailableError(
             f"Could not get the {what} of {model_name!r} from {where}: {reason}. {_where_else()}"
         ) from err
@@ -185,12 +213,15 @@ def _explained_errors(model_name: str, source: CheckpointSource | None, what: st
         if "Error(s) in loading state_dict" not in str(err):
             raise
         base = model_name.split(".", 1)[0]
-        expected = MODEL_INFOS[base].architecture if base in MODEL_INFOS else base
+        if model_name.startswith(("hf-hub:", "local-dir:")):
+            expected = "the architecture its config.json names"
+        else:
+            expected = repr(MODEL_INFOS[base].architecture if base in MODEL_INFOS else base)
         detail = " ".join(str(err).split()[:24])  # the first missing keys or size mismatches are enough
         raise CheckpointError(
-            f"The {what} given for {model_name!r} do not fit its architecture {expected!r}: they were saved "
-            f"from another model ({detail} ...). Point {model_name!r} at a checkpoint of a {expected} (its "
-            f"default source is {where})."
+            f"The {what} from {where} do not fit {model_name!r}, {expected} ({detail} ...). A few keys "
+            "or shapes named: the file was damaged or edited, so re-save it; many: it holds another "
+            f"model, so point {model_name!r} at weights of the same architecture."
         ) from err
 
 
@@ -210,22 +241,47 @@ def _major_minor(version: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def _read_config(source: CheckpointSource) -> dict[str, Any]:
-    """config.json of ``source``, refused when a newer ibzoo (major.minor) wrote it."""
+def read_config(source: CheckpointSource) -> dict[str, Any]:
+    """config.json of ``source``, checked to be timm's format (plus an ibzoo section) and refused when a
+    newer ibzoo (major.minor) wrote it."""
     path = source.fetch(CONFIG_FILE)
     try:
         config = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(
-            f"config.json of {source} is not valid JSON ({err}); re-save the checkpoint."
+            f"{CONFIG_FILE} of {source} ({path}) is not valid JSON ({err}); re-save the checkpoint."
         ) from None
+    expected = {"architecture": str, "pretrained_cfg": dict, "model_args": dict, "ibzoo": dict}
+    wrong = [
+        f"{key!r} is a {type(config[key]).__name__}, not a {kind.__name__}"
+        for key, kind in expected.items()
+        if isinstance(config, dict) and key in config and not isinstance(config[key], kind)
+    ]
+    if not isinstance(config, dict) or "architecture" not in config or wrong:
+        problem = "; ".join(wrong) or (
+            "it has no 'architecture'"
+            if isinstance(config, dict)
+            else f"it is a JSON {type(config).__name__}"
+        )
+        raise CheckpointError(
+            f"{CONFIG_FILE} of {source} ({path}) is not a timm model config: {problem}. Re-save the "
+            "checkpoint with ibzoo.hub.save_pretrained (or timm's save_for_hf)."
+        )
     written = config.get("ibzoo", {}).get("version", "0.0")
-    if _major_minor(written) > _major_minor(__version__):
+    if _major_minor(str(written)) > _major_minor(__version__):
         raise CheckpointError(
             f"{source} was written by ibzoo {written}, newer than the installed ibzoo {__version__}: "
             f"upgrade with pip install -U 'ibzoo>={'.'.join(map(str, _major_minor(written)))}'."
         )
     return config
+
+
+def check_source_config(model_name: str) -> None:
+    """Refuse the config.json of a ``hf-hub:`` or ``local-dir:`` name before timm reads it: invalid or
+    wrong-typed JSON, or written by a newer ibzoo. Other names have no such file."""
+    if model_name.startswith(("hf-hub:", "local-dir:")):
+        with _explained_errors(model_name, CheckpointSource.from_name(model_name), "configuration"):
+            read_config(CheckpointSource.from_name(model_name))
 
 
 def backbone_architecture(backbone: nn.Module) -> str:
@@ -343,7 +399,7 @@ def pretraining_configs(model_name: str) -> tuple[ProjectorConfig, ObjectiveConf
         )
     source = CheckpointSource.from_name(model_name)
     with _explained_errors(model_name, source, "configuration"):
-        config = _read_config(source)
+        config = read_config(source)
     section = config.get("ibzoo")
     if section is None:
         raise CheckpointError(
@@ -367,7 +423,7 @@ def published_zoo_configs(
     if source is None:
         return None
     with _explained_errors(model_name, source, "configuration"):
-        section = _read_config(source).get("ibzoo")
+        section = read_config(source).get("ibzoo")
     if section is None or (section.get("framework"), section.get("projector")) != (framework, projector):
         return None
     return _recorded_configs(section)
@@ -385,7 +441,7 @@ def load_projector_weights(model: SSLModel, model_name: str) -> None:
     """
     source = CheckpointSource.from_backbone(model.backbone)
     with _explained_errors(model_name, source, "projector weights"):
-        config = _read_config(source) if source is not None else {}
+        config = read_config(source) if source is not None else {}
         if "ibzoo" not in config:
             warnings.warn(
                 f"The weights of {model_name!r} come without an ibzoo projector; the projector starts from "

@@ -18,7 +18,7 @@ from typing import NoReturn
 
 import torch
 
-__all__ = ["PICKLE_SUFFIXES", "CheckpointError", "check_state_dict", "is_pickle", "refuse_pickle"]
+__all__ = ["PICKLE_SUFFIXES", "CheckpointError", "check_state_dict", "refuse_pickle"]
 
 # Suffixes of PyTorch's pickle-based files, as timm, Accelerate and torch.save name them.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".tar")
@@ -26,11 +26,6 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".tar")
 
 class CheckpointError(ValueError):
     """Found weights cannot be used: corrupt, pickled, for another model, or from a newer ibzoo."""
-
-
-def is_pickle(path: str | Path) -> bool:
-    """Whether ``path`` is named like a PyTorch pickle (anything that is not ``*.safetensors``)."""
-    return not str(path).endswith(".safetensors")
 
 
 def refuse_pickle(path: str | Path, what: str = "weights") -> NoReturn:

@@ -9,19 +9,26 @@ The crafted pickles are armed: ``test_the_crafted_pickle_runs_its_payload_when_u
 ``torch.load`` would create the marker file, so a marker that stays absent proves nothing was unpickled.
 """
 
+import json
+import re
+import shutil
 from pathlib import Path
 
 import pytest
 import timm
 import torch
 from accelerate import Accelerator
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, hf_hub_download
+from safetensors.torch import load_file, save_file
 from timm.models import save_for_hf
 from torch import nn
 
 import ibzoo
-from ibzoo.hub import CheckpointError, PretrainedWeightsUnavailableError
+from ibzoo.hub import CheckpointError, PretrainedWeightsUnavailableError, push_to_hub
 from ibzoo.hub_loading import _read_pretrained_weights
+from ibzoo.model_card import render_model_card
+from ibzoo.projectors import ProjectorConfig
+from ibzoo.testing.hub_storage import HubError, HubStorage
 from ibzoo.testing.images import save_brightness_dataset
 from ibzoo.testing.scripts import load_train_script
 from ibzoo.training.checkpoint import (
@@ -187,3 +194,233 @@ def test_a_projector_saved_as_a_pickle_is_refused(tmp_path, marker):
     crafted_pickle(folder / "projector.bin", marker)
     with pytest.raises(CheckpointError, match=r"projector\.bin holds weights as a pickle"):
         ibzoo.create_pretraining_model(f"local-dir:{folder}", pretrained=True)
+
+
+# --- Silent wrong results: weights that would load wrongly ---------------------------------------------
+
+
+@pytest.fixture
+def timm_folder(tmp_path) -> Path:
+    """A plain timm folder (config.json + model.safetensors) of the tiny ResNet."""
+    folder = tmp_path / "timm"
+    save_for_hf(timm.create_model(TINY), folder, safe_serialization=True)
+    return folder
+
+
+def _rewrite_weights(path: Path, change) -> None:
+    tensors = load_file(path)
+    save_file({key: change(key, value) for key, value in tensors.items()}, path)
+
+
+def test_integer_tensor_for_a_float_parameter_is_refused_naming_it(timm_folder):
+    _rewrite_weights(
+        timm_folder / "model.safetensors",
+        lambda key, value: value.to(torch.int32) if key == "conv1.0.weight" else value,
+    )
+    message = r"Tensor 'conv1\.0\.weight' of .*safetensors is torch\.int32, but the model's is torch\.float32"
+    with pytest.raises(CheckpointError, match=message):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(timm_folder):
+    _rewrite_weights(
+        timm_folder / "model.safetensors",
+        lambda key, value: torch.full_like(value, float("nan")) if key == "fc.bias" else value,
+    )
+    with pytest.raises(CheckpointError, match=r"Tensor 'fc\.bias' of .* holds NaN or infinite values"):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+
+
+def test_a_lossless_float16_cast_is_reported_and_a_rounding_one_too(timm_folder):
+    path = timm_folder / "model.safetensors"
+    _rewrite_weights(path, lambda key, value: value.half() if value.is_floating_point() else value)
+    with pytest.warns(
+        UserWarning, match=r"stored as torch\.float16 and load as the model's torch\.float32, a lossless"
+    ):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+    _rewrite_weights(path, lambda key, value: value.double() + 1e-12 if value.is_floating_point() else value)
+    with pytest.warns(UserWarning, match=r"stored as torch\.float64 .* rounding \d+ of them \(first: '"):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_naming_the_tensor(tmp_path):
+    manager = _manager(tmp_path)
+    checkpoint = manager.save("epoch-0001")
+    _rewrite_weights(checkpoint / "model.safetensors", lambda key, value: value * float("inf"))
+    with pytest.raises(
+        CorruptCheckpointError, match=r"Tensor '(weight|bias)' of .*model\.safetensors holds NaN"
+    ):
+        _manager(tmp_path).resume(str(checkpoint))
+
+
+# --- Silent wrong results: configs ---------------------------------------------------------------------
+
+
+def _edit_config(folder: Path, change) -> None:
+    path = folder / "config.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def test_create_model_refuses_a_config_from_a_newer_ibzoo(timm_folder):
+    _edit_config(timm_folder, lambda config: {**config, "ibzoo": {"version": "99.0.0"}})
+    with pytest.raises(CheckpointError, match=r"written by ibzoo 99\.0\.0, newer than the installed ibzoo"):
+        ibzoo.create_model(f"local-dir:{timm_folder}")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", r"config\.json of folder .*timm'.* is not valid JSON \(Expecting property name"),
+        ("[1, 2]", r"is not a timm model config: it is a JSON list\. Re-save"),
+        ('{"architecture": "test_resnet", "pretrained_cfg": "x"}', r"'pretrained_cfg' is a str, not a dict"),
+        ('{"pretrained_cfg": {}}', r"is not a timm model config: it has no 'architecture'"),
+    ],
+)
+def test_an_invalid_config_json_is_named(timm_folder, content, message):
+    (timm_folder / "config.json").write_text(content)
+    with pytest.raises(CheckpointError, match=message):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+
+
+def test_a_projector_file_that_does_not_fit_its_config_is_named(tmp_path):
+    small = ibzoo.create_pretraining_model(TINY, framework="simclr", projector="mlp")
+    folder = ibzoo.hub.save_pretrained(small, tmp_path / "model", model_name="mine")
+    other = ibzoo.create_pretraining_model(TINY, framework="simclr", projector="fsq")
+    save_file(other.projector.state_dict(), folder / "projector.safetensors")
+    with pytest.raises(
+        CheckpointError, match=r"projector\.safetensors does not fit the projector that .*describes"
+    ):
+        ibzoo.create_pretraining_model(f"local-dir:{folder}", pretrained=True)
+
+
+# --- Silent wrong results: publishing ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ibzoo_folder(tmp_path_factory) -> Path:
+    """A Hub-ready folder of an untagged zoo name trained on the user's own (local) data."""
+    torch.manual_seed(0)
+    model = ibzoo.create_pretraining_model(
+        "resnet18_cifar_simclr_mlp", projector_config=ProjectorConfig(hidden_features=(16,), out_features=8)
+    )
+    return ibzoo.hub.save_pretrained(
+        model,
+        tmp_path_factory.mktemp("own") / "model",
+        model_name="resnet18_cifar_simclr_mlp",
+        train_config={"data": {"dataset": "data/my-photos"}},
+    )
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(folder, tmp_path / "copy"))
+
+
+def test_push_refuses_a_truncated_folder_before_anything_is_sent(ibzoo_folder, tmp_path, local_hub):
+    folder = _copy(ibzoo_folder, tmp_path)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    sent = len(local_hub.requests)
+    with pytest.raises(
+        CheckpointError, match=r"copy cannot be published, it does not load: .*truncated or corrupt"
+    ):
+        push_to_hub(folder, "me/truncated")
+    assert len(local_hub.requests) == sent
+
+
+def test_push_refuses_a_config_from_a_newer_ibzoo(ibzoo_folder, tmp_path, local_hub):
+    folder = _copy(ibzoo_folder, tmp_path)
+    _edit_config(folder, lambda config: {**config, "ibzoo": {**config["ibzoo"], "version": "99.1"}})
+    with pytest.raises(CheckpointError, match=r"cannot be published, .* written by ibzoo 99\.1, newer"):
+        push_to_hub(folder, "me/newer")
+
+
+def test_push_with_a_bad_repo_id_names_it(ibzoo_folder):
+    with pytest.raises(ValueError, match=r"'not a repo/id\?' is not a Hub repo id \('org/name'\)"):
+        push_to_hub(ibzoo_folder, "not a repo/id?")
+
+
+def test_card_of_an_untagged_model_names_it_and_its_repo_not_the_zoos(ibzoo_folder, local_hub):
+    card = (ibzoo_folder / "README.md").read_text()
+    assert "cifar10" not in card and "ibzoo/resnet18" not in card
+    assert 'create_model("hf-hub:YOUR_ORG/resnet18_cifar_simclr_mlp", pretrained=True)' in card
+    push_to_hub(ibzoo_folder, "me/own-encoder")
+    pushed = Path(hf_hub_download("me/own-encoder", "README.md")).read_text()
+    assert 'create_model("hf-hub:me/own-encoder", pretrained=True)' in pushed and "YOUR_ORG" not in pushed
+    assert "model_name: own-encoder" in pushed
+    assert (ibzoo_folder / "README.md").read_text() == card  # the folder is left as it was
+
+
+def test_card_fields_are_escaped(ibzoo_folder):
+    config = json.loads((ibzoo_folder / "config.json").read_text())
+    evil = "photos\n# Fake heading\n<script>alert(1)</script> | [link](https://evil)"
+    config["ibzoo"] |= {"dataset": evil, "model_name": evil, "results": {evil: 1.0}}
+    config["ibzoo"]["train_config"] = {"data": {evil: evil}}
+    text = render_model_card(config, repo_id="me/x").text
+    outside_code = re.sub(r"`[^`\n]*`", "", text)  # a code span shows HTML as text
+    assert "<script>" not in outside_code and "&lt;script&gt;" in outside_code
+    assert not re.search(r"^# Fake", text, flags=re.MULTILINE)
+    assert "[link](https://evil)" not in outside_code and "\\[link\\]" in outside_code
+    with pytest.raises(ValueError, match=r"repo_id 'me/x\\n# h' is not a Hub repo id"):
+        render_model_card(config, repo_id="me/x\n# h")
+
+
+# --- Errors that name the value and what to do ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "error", "message"),
+    [
+        (None, {}, TypeError, r"model_name must be a model name such as .* got None"),
+        (TINY, {"num_classes": "10"}, TypeError, r"num_classes='10' must be an integer, not a str"),
+        (TINY, {"in_chans": "3"}, TypeError, r"in_chans='3' must be an integer, not a str"),
+        (TINY, {"num_classes": -3}, ValueError, r"num_classes=-3 must be >= 0"),
+        (TINY, {"in_chans": 0}, ValueError, r"in_chans=0 must be >= 1"),
+    ],
+)
+def test_create_model_arguments_of_the_wrong_type_or_range(name, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ibzoo.create_model(name, **kwargs)
+
+
+def test_did_you_mean_lists_each_name_once():
+    with pytest.raises(KeyError, match="Did you mean") as error:
+        ibzoo.create_model("resnet18_cifar_simclr_topq")
+    suggestions = str(error.value).split("Did you mean ")[1].rstrip("?'\"").split(", ")
+    assert "resnet18_cifar_simclr_topk" in suggestions and len(suggestions) == len(set(suggestions))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "given"),
+    [({"features_only": True}, "features_only=True"), ({"global_pool": ""}, "global_pool=''")],
+)
+def test_pretraining_model_without_pooled_features_is_refused_at_construction(kwargs, given):
+    with pytest.raises(ValueError, match=rf"{re.escape(given)}\): the projector needs pooled features"):
+        ibzoo.create_pretraining_model(TINY, framework="simclr", projector="mlp", **kwargs)
+
+
+def test_hub_repo_id_that_is_not_one_is_named(local_hub):
+    with pytest.raises(ValueError, match=r"'not a/valid repo!' is not a valid Hub repo id"):
+        ibzoo.create_model("hf-hub:not a/valid repo!", pretrained=True)
+
+
+def test_a_hub_server_error_is_not_reported_as_unreachable(local_hub, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("the server broke")
+
+    monkeypatch.setattr(HubStorage, "get_commit", fail)  # the local Hub answers every lookup with a 500
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)  # no back-off
+    with pytest.raises(
+        PretrainedWeightsUnavailableError, match=r"answered HTTP 500, a server error, .*try again later"
+    ):
+        ibzoo.create_model("hf-hub:me/server-error", pretrained=True)
+
+
+def test_a_push_the_hub_refuses_is_not_worth_repeating(ibzoo_folder, local_hub, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise HubError(400, "Invalid commit: the file is too large")
+
+    monkeypatch.setattr(HubStorage, "commit", refuse)
+    with pytest.raises(
+        ConnectionError, match=r"the Hub refused the request: .*fails alike: fix what the Hub names"
+    ):
+        push_to_hub(ibzoo_folder, "me/refused")

@@ -12,6 +12,7 @@ run_config.json, checkpoints/, log.jsonl, tensorboard/ and, at the end, the Hub-
 """
 
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -43,7 +44,13 @@ logger = logging.getLogger("pretrain")
 
 
 def main(argv: list[str] | None = None) -> Path:
-    config = parse_pretrain_args(argv)
+    try:
+        config = parse_pretrain_args(argv)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        # A mistake in the settings: one argparse-style line (on every process), not a traceback.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"pretrain.py: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     output_dir = Path(config.output_dir)
     # The schedule is stepped by hand once per optimisation step: Accelerate's own stepping would advance
     # it once per process, a convention for schedules counted in per-process batches.

@@ -130,8 +130,13 @@ def check_output_dir(output_dir: Path, identity: dict[str, Any], resume: str) ->
         resume: "auto", "never" or a checkpoint path; "never" refuses a folder that holds checkpoints.
 
     Raises:
-        ValueError: The folder holds another run, or checkpoints that "never" would overwrite.
+        ValueError: The path is a file, or the folder holds another run, or checkpoints that "never" would
+            overwrite.
     """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(
+            f"--output-dir {output_dir} is a file, not a folder; pass a folder to write the run to."
+        )
     saved_file = output_dir / RUN_CONFIG_FILE
     if saved_file.is_file():
         try:

@@ -111,9 +111,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     assert manager.complete_checkpoints(manager.folder) == [manager.folder / "epoch-0001"]
 
     fresh = Run(seed=1)
-    assert (
-        fresh.manager(manager.folder).resume("auto") == manager.folder / "epoch-0001"
-    )
+    assert fresh.manager(manager.folder).resume("auto") == manager.folder / "epoch-0001"
     assert_same(fresh.snapshot(), snapshots[0])
     # The next save clears the half-written folder.
     monkeypatch.undo()
@@ -146,9 +144,7 @@ def test_a_dangling_latest_pointer_falls_back_to_the_newest_folder(tmp_path):
     _, manager, snapshots = saved_run(tmp_path)
     (manager.folder / LATEST_FILE).write_text("epoch-0009\n")
     fresh = Run(seed=1)
-    assert (
-        fresh.manager(manager.folder).resume("auto") == manager.folder / "epoch-0002"
-    )
+    assert fresh.manager(manager.folder).resume("auto") == manager.folder / "epoch-0002"
     assert_same(fresh.snapshot(), snapshots[-1])
 
 

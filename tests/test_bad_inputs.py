@@ -9,11 +9,13 @@ The crafted pickles are armed: ``test_the_crafted_pickle_runs_its_payload_when_u
 ``torch.load`` would create the marker file, so a marker that stays absent proves nothing was unpickled.
 """
 
+import errno
 import json
 import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import timm
 import torch
@@ -24,12 +26,13 @@ from timm.models import save_for_hf
 from torch import nn
 
 import ibzoo
+from ibzoo.data import DataConfig, load_image_dataset
 from ibzoo.hub import CheckpointError, PretrainedWeightsUnavailableError, push_to_hub
 from ibzoo.hub_loading import _read_pretrained_weights
 from ibzoo.model_card import render_model_card
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.testing.hub_storage import HubError, HubStorage
-from ibzoo.testing.images import save_brightness_dataset
+from ibzoo.testing.images import brightness_images, save_brightness_dataset
 from ibzoo.testing.scripts import load_train_script
 from ibzoo.training.checkpoint import (
     CheckpointManager,
@@ -37,6 +40,7 @@ from ibzoo.training.checkpoint import (
     TrainerState,
     UnsafeCheckpointError,
 )
+from ibzoo.training.loader import SeededViews
 
 TINY = "test_resnet"  # timm's smallest ResNet: a few thousand parameters
 
@@ -424,3 +428,87 @@ def test_a_push_the_hub_refuses_is_not_worth_repeating(ibzoo_folder, local_hub, 
         ConnectionError, match=r"the Hub refused the request: .*fails alike: fix what the Hub names"
     ):
         push_to_hub(ibzoo_folder, "me/refused")
+
+
+# --- Training: the command line, the output folder, a full disk ----------------------------------------
+
+PRETRAIN = ["--model", "resnet18_cifar_simclr_mlp", "--data.dataset", "data/unused", "--cpu"]
+
+
+def test_a_settings_mistake_is_one_argparse_style_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_train_script("pretrain").main([*PRETRAIN, "--output-dir", str(tmp_path), "--epochs", "2"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "pretrain.py: error: optimizer.warmup_epochs=10 exceeds epochs=2; lower --optimizer.warmup-epochs "
+        "or raise --epochs."
+    )
+
+
+def test_an_output_dir_that_is_a_file_is_named(tmp_path):
+    output = tmp_path / "output.txt"
+    output.write_text("notes")
+    with pytest.raises(ValueError, match=r"--output-dir .*output\.txt is a file, not a folder"):
+        load_train_script("pretrain").main([*PRETRAIN, "--output-dir", str(output)])
+    assert output.read_text() == "notes"
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch):
+    manager = _manager(tmp_path)
+    manager.save("epoch-0001")
+
+    def disk_full(path: Path, data: bytes) -> None:
+        path.write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("ibzoo.training.state_files.write_bytes", disk_full)
+    monkeypatch.setattr("ibzoo.training.checkpoint.write_bytes", disk_full)
+    message = r"No space left on device while writing checkpoint .*epoch-0002: the partial folder was removed"
+    with pytest.raises(OSError, match=message + r" and the last complete checkpoint .*epoch-0001 kept"):
+        manager.save("epoch-0002")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["epoch-0001", "latest"]
+    assert manager.latest() == tmp_path / "epoch-0001"
+
+
+# --- Training data -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folder_with_a_broken_image(tmp_path) -> Path:
+    """An image folder of two classes: three good PNGs and one file that is not an image."""
+    images, _ = brightness_images(3, 2, size=8)
+    for index, image in enumerate(images):
+        (tmp_path / "images" / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        image.save(tmp_path / "images" / f"class{index % 2}" / f"{index}.png")
+    (tmp_path / "images" / "class1" / "broken.png").write_bytes(b"\x89PNG not really")
+    return tmp_path / "images"
+
+
+def _views_of_every_row(folder: Path, skip_bad_images: bool) -> list:
+    data = load_image_dataset(DataConfig(dataset=str(folder), eval_split=None), "train")
+    views = SeededViews(data, lambda image: [torch.tensor(np.array(image))], 0, skip_bad_images)
+    return [views[(0, index)] for index in range(len(views))]
+
+
+def test_an_undecodable_training_image_is_named(folder_with_a_broken_image):
+    with pytest.raises(
+        ValueError,
+        match=r"Training image \d \(.*class1/broken\.png\) could not be decoded .*--skip-bad-images",
+    ):
+        _views_of_every_row(folder_with_a_broken_image, skip_bad_images=False)
+
+
+def test_bad_images_can_be_skipped_by_choice(folder_with_a_broken_image, caplog):
+    items = _views_of_every_row(folder_with_a_broken_image, skip_bad_images=True)
+    assert len(items) == 4 and all(item["views"][0].shape == (8, 8) for item in items)
+    assert re.search(r"Skipping training image \d \(.*broken\.png\): it could not be decoded", caplog.text)
+
+
+def test_class_folders_without_images_are_named(tmp_path):
+    (tmp_path / "images" / "cats").mkdir(parents=True)
+    (tmp_path / "images" / "cats" / "notes.txt").write_text("no images here")
+    with pytest.raises(
+        FileNotFoundError, match=r"images holds no images that datasets can read: an image folder"
+    ):
+        load_image_dataset(DataConfig(dataset=str(tmp_path / "images")), "train")

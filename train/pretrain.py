@@ -86,6 +86,7 @@ def main(argv: list[str] | None = None) -> Path:
         num_workers=config.num_workers,
         pin_memory=accelerator.device.type == "cuda",
         augment_on_device=config.augment_on_device,
+        skip_bad_images=config.skip_bad_images,
     )
     # With --augment-on-device the workers only decode; the views are made batched on the accelerator.
     augment = None

@@ -57,6 +57,7 @@ RESUMABLE_CHANGES = frozenset(
         "mixed_precision",
         "cpu",
         "compile",
+        "skip_bad_images",  # only ever changes a run that would otherwise have stopped
     }
 )
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -116,6 +117,9 @@ class PretrainConfig:
     """torch.compile the backbone: for GPUs; the first steps are slow while it compiles."""
     augment_on_device: bool = False
     """Workers only decode to uint8; the two views are augmented batched on the accelerator in the step."""
+    skip_bad_images: bool = False
+    """An image that does not decode is replaced by the next one that does (with a warning naming its file),
+    instead of stopping the run with an error naming it."""
     online_classifier: bool = True
     """Train a linear classifier on detached backbone features alongside, when the data has labels."""
     online_classifier_lr: float = 0.1

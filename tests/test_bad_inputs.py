@@ -21,6 +21,7 @@ import timm
 import torch
 from accelerate import Accelerator
 from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError
 from safetensors.torch import load_file, save_file
 from timm.models import save_for_hf
 from torch import nn
@@ -512,3 +513,36 @@ def test_class_folders_without_images_are_named(tmp_path):
         FileNotFoundError, match=r"images holds no images that datasets can read: an image folder"
     ):
         load_image_dataset(DataConfig(dataset=str(tmp_path / "images")), "train")
+
+
+# --- The local Hub (a test utility) refuses what the Hub refuses ---------------------------------------
+
+
+@pytest.mark.parametrize("path", ["../outside.txt", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\..\\b"])
+def test_local_hub_refuses_file_paths_outside_the_repo(tmp_path, path):
+    storage = HubStorage(tmp_path)
+    storage.create_repo("model", "me/paths")
+    entry = storage.put_blob("model", "me/paths", b"data")
+    with pytest.raises(HubError, match=r"Invalid file path .*relative, without '\.' or '\.\.'") as error:
+        storage.commit("model", "me/paths", "main", "bad path", {path: entry})
+    assert error.value.status == 400
+    with pytest.raises(HubError, match="Invalid file path"):
+        storage.commit("model", "me/paths", "main", "bad deletion", {}, [path])
+    assert storage.get_commit("model", "me/paths", "main").files == {}
+
+
+@pytest.mark.parametrize("branch", ["../main", "/abs", "a..b", "x/", "-x", ".hidden", "v1.lock", "a b"])
+def test_local_hub_refuses_bad_branch_names(tmp_path, branch):
+    storage = HubStorage(tmp_path)
+    storage.create_repo("model", "me/branches")
+    with pytest.raises(HubError, match=r"Invalid branch name"):
+        storage.create_branch("model", "me/branches", branch)
+    assert list(storage.branches("model", "me/branches")) == ["main"]
+    storage.create_branch("model", "me/branches", "release/v1.0")  # an ordinary one is fine
+
+
+def test_local_hub_answers_a_bad_branch_name_with_400(local_hub):
+    repo_id = HfApi().create_repo("me/bad-branch", exist_ok=True).repo_id
+    with pytest.raises(HfHubHTTPError, match=r"Invalid branch name '\.\./main'") as error:
+        HfApi().create_branch(repo_id, branch="../main")
+    assert error.value.response.status_code == 400

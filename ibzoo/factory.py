@@ -80,7 +80,7 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
 
     check_source_config(model_name)
     checkpoint_path = kwargs.pop("checkpoint_path", None)
-    with pretrained_weights_errors(model_name):
+    with pretrained_weights_errors(model_name, kwargs.get("pretrained_cfg_overlay")):
         try:
             if pretrained:  # weights read from safetensors only, never through timm's pickle fallbacks
                 model = create_pretrained(model_name, **kwargs)

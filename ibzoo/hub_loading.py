@@ -226,9 +226,16 @@ def _explained_errors(model_name: str, source: CheckpointSource | None, what: st
 
 
 @contextlib.contextmanager
-def pretrained_weights_errors(model_name: str) -> Iterator[None]:
-    """Re-raise the backbone's download or load failures with the source tried and how to point elsewhere."""
-    with _explained_errors(model_name, CheckpointSource.from_name(model_name), "pretrained weights"):
+def pretrained_weights_errors(
+    model_name: str, pretrained_cfg_overlay: Mapping[str, Any] | None = None
+) -> Iterator[None]:
+    """Re-raise the backbone's download or load failures with the source tried and how to point elsewhere.
+
+    A ``pretrained_cfg_overlay`` naming a local ``file`` is the source then, not the name's Hub repo.
+    """
+    file = (pretrained_cfg_overlay or {}).get("file")
+    source = CheckpointSource(folder=Path(file).parent) if file else CheckpointSource.from_name(model_name)
+    with _explained_errors(model_name, source, "pretrained weights"):
         yield
 
 
@@ -294,11 +301,23 @@ def backbone_architecture(backbone: nn.Module) -> str:
 
 
 def _load_safetensors(path: Path, content: str) -> dict[str, Tensor]:
-    with safetensors.safe_open(str(path), framework="pt") as weights:
-        found = (weights.metadata() or {}).get("content", content)
-    if found != content:
+    """The tensors of the safetensors file ``path``, which must hold ``content`` ("backbone", "projector")
+    when its metadata says; a truncated file is named, with the remedy for where it lies."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as weights:
+            found = (weights.metadata() or {}).get("content", content)
+        tensors = load_file(path) if found == content else None
+    except safetensors.SafetensorError as err:
+        cache = Path(constants.HF_HUB_CACHE).resolve()
+        remedy = (
+            f"Download it again: delete the repo's folder under {cache} first"
+            if cache in Path(path).resolve().parents
+            else "Re-save the checkpoint with ibzoo.hub.save_pretrained (or copy it again)"
+        )
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {remedy}.") from None
+    if tensors is None:
         raise CheckpointError(f"{path} holds the {found}, not the {content}; re-save the checkpoint.")
-    return load_file(path)
+    return tensors
 
 
 _SOURCE_KEYS = ("source", "file", "url", "hf_hub_id", "hf_hub_filename", "state_dict", "custom_load")

@@ -546,3 +546,13 @@ def test_local_hub_answers_a_bad_branch_name_with_400(local_hub):
     with pytest.raises(HfHubHTTPError, match=r"Invalid branch name '\.\./main'") as error:
         HfApi().create_branch(repo_id, branch="../main")
     assert error.value.response.status_code == 400
+
+
+def test_a_truncated_local_overlay_file_is_named_without_blaming_the_hub(ibzoo_folder, tmp_path):
+    weights = _copy(ibzoo_folder, tmp_path) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(weights))} is truncated or corrupt") as error:
+        ibzoo.create_model(
+            "resnet18_cifar_simclr_mlp", pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))
+        )
+    assert "Re-save" in str(error.value) and "Hub" not in str(error.value) and "cache" not in str(error.value)

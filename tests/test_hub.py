@@ -267,7 +267,9 @@ def test_truncated_weights(folder, tmp_path, file_name):
     copy = _copy(folder, tmp_path)
     weights = copy / file_name
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
-    with pytest.raises(CheckpointError, match=r"truncated or corrupt.*Download them again"):
+    with pytest.raises(
+        CheckpointError, match=rf"{file_name} is truncated or corrupt .*Re-save the checkpoint"
+    ):
         ibzoo.create_pretraining_model(f"local-dir:{copy}", pretrained=True)
 
 

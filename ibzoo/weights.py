@@ -32,9 +32,9 @@ def refuse_pickle(path: str | Path, what: str = "weights") -> NoReturn:
     """Raise CheckpointError for the pickled ``path``: say why it is not read and how to convert it."""
     raise CheckpointError(
         f"{path} holds {what} as a pickle, which ibzoo never reads: unpickling a file runs any code it "
-        "names. Use a model.safetensors instead; to convert a file you trust, run "
-        "`safetensors.torch.save_file(torch.load(PATH, weights_only=True), 'model.safetensors')` "
-        "where you trust it."
+        "names. Use safetensors weights (model.safetensors) instead; a pickle whose author you trust "
+        "converts with `safetensors.torch.save_file(torch.load(PATH, weights_only=True), "
+        "'model.safetensors')`."
     )
 
 

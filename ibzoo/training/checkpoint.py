@@ -318,7 +318,8 @@ class CheckpointManager:
         trainer = load_state_files(path, "trainer")
         optimizer = load_state_files(path, "optimizer")
         scheduler = _same_keys(load_state_files(path, "scheduler"), self.scheduler.state_dict(), "schedule")
-        scaler = self.accelerator.scaler
+        # A run resumed under another --mixed-precision (a resumable change) starts a fresh fp16 scaler.
+        scaler = self.accelerator.scaler if (path / "scaler.json").is_file() else None
         scaler_state = (
             _same_keys(load_state_files(path, "scaler"), scaler.state_dict(), "scaler") if scaler else None
         )

@@ -556,3 +556,14 @@ def test_a_truncated_local_overlay_file_is_named_without_blaming_the_hub(ibzoo_f
             "resnet18_cifar_simclr_mlp", pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))
         )
     assert "Re-save" in str(error.value) and "Hub" not in str(error.value) and "cache" not in str(error.value)
+
+
+def test_the_push_script_reports_a_broken_folder_in_one_line(ibzoo_folder, tmp_path):
+    folder = _copy(ibzoo_folder, tmp_path)
+    (folder / "config.json").write_text("{broken")
+    with pytest.raises(SystemExit, match=r"config\.json of folder .*copy.* is not valid JSON .*re-save"):
+        load_train_script("push_to_hub").main([str(folder)])
+    with pytest.raises(
+        SystemExit, match=r"^push_to_hub\.py: error: Cannot push .* 'bad id' is not a Hub repo id"
+    ):
+        load_train_script("push_to_hub").main([str(ibzoo_folder), "--repo-id", "bad id"])

@@ -65,14 +65,18 @@ def main(argv: list[str] | None = None) -> list[str]:
     targets = [(folder, args.repo_id or default_repo_id(folder)) for folder in map(hub_folder, args.folders)]
     urls = []
     for folder, repo_id in targets:
-        url = push_to_hub(
-            folder,
-            repo_id,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.commit_message,
-            create_pr=args.create_pr,
-        )
+        try:
+            url = push_to_hub(
+                folder,
+                repo_id,
+                private=args.private,
+                revision=args.revision,
+                commit_message=args.commit_message,
+                create_pr=args.create_pr,
+            )
+        except (CheckpointError, ConnectionError, FileNotFoundError, ValueError) as error:
+            # Each message names the folder and the remedy: one line, not a traceback.
+            raise SystemExit(f"push_to_hub.py: error: {error}") from None
         print(url)
         urls.append(url)
     return urls

@@ -567,3 +567,29 @@ def test_the_push_script_reports_a_broken_folder_in_one_line(ibzoo_folder, tmp_p
         SystemExit, match=r"^push_to_hub\.py: error: Cannot push .* 'bad id' is not a Hub repo id"
     ):
         load_train_script("push_to_hub").main([str(ibzoo_folder), "--repo-id", "bad id"])
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"t": {"__tensor__": "t9"}}', r"optimizer\.json names a tensor 't9' that its \.safetensors lacks"),
+        ('{"t": {"__items__": [[1]]}}', r"optimizer\.json holds a malformed __items__ entry"),
+        ('{"t": {"__items__": [[[1], 2]]}}', r"optimizer\.json holds a dict key that is a list"),
+        ("{oops", r"optimizer\.json is not valid JSON"),
+    ],
+)
+def test_a_tampered_checkpoint_json_is_named(tmp_path, content, message):
+    checkpoint = _manager(tmp_path).save("epoch-0001")
+    (checkpoint / "optimizer.json").write_text(content)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        _manager(tmp_path).resume(str(checkpoint))
+
+
+def test_one_missing_tensor_is_named_not_blamed_on_another_model(timm_folder):
+    _rewrite_weights(timm_folder / "model.safetensors", lambda key, value: value)
+    tensors = load_file(timm_folder / "model.safetensors")
+    del tensors["fc.bias"]
+    save_file(tensors, timm_folder / "model.safetensors")
+    message = r"do not fit 'local-dir:.*', the architecture its config\.json names \(.*fc\.bias.*A few keys"
+    with pytest.raises(CheckpointError, match=message):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)

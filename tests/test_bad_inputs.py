@@ -29,7 +29,6 @@ from torch import nn
 import ibzoo
 from ibzoo.data import DataConfig, load_image_dataset
 from ibzoo.hub import CheckpointError, PretrainedWeightsUnavailableError, push_to_hub
-from ibzoo.hub_loading import _read_pretrained_weights
 from ibzoo.model_card import render_model_card
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.testing.hub_storage import HubError, HubStorage
@@ -169,16 +168,18 @@ def test_hub_repo_with_only_pytorch_model_bin_is_refused(pickle_only_folder, loc
 
 
 @pytest.mark.parametrize(
-    "origin",
+    "overlay",
     [
-        {"url": "https://example.com/resnet.pth"},  # timm's own weights hosted as a pickle
-        {"source": "hf-hub", "hf_hub_id": "org/repo", "hf_hub_filename": "weights.pth"},
+        {"hf_hub_id": "", "url": "https://example.com/resnet.pth"},  # timm weights hosted as a pickle
+        {"hf_hub_id": "org/repo", "hf_hub_filename": "weights.pth"},
         {"file": "weights.npz", "custom_load": True},
     ],
 )
-def test_timm_sources_that_are_pickles_are_refused_before_any_download(origin):
+def test_timm_sources_that_are_pickles_are_refused_before_any_download(overlay, local_hub):
+    sent = len(local_hub.requests)
     with pytest.raises(CheckpointError, match="as a pickle, which ibzoo never reads"):
-        _read_pretrained_weights(origin)
+        ibzoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay=overlay)
+    assert len(local_hub.requests) == sent
 
 
 def test_evaluate_and_finetune_scripts_refuse_pickled_weights(pickle_only_folder, tmp_path):

@@ -120,15 +120,25 @@ class CheckpointSource:
             return Path(path)
         path = self.folder / filename
         if not path.is_file():
-            if filename.endswith(".safetensors") and self.folder.is_dir():
-                # The pickle that stands in for it: the same stem (projector.bin), else timm's names.
-                stem = filename.removesuffix(".safetensors")
-                pickled = sorted(p for p in self.folder.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
-                pickled.sort(key=lambda p: p.name.split(".")[0] != stem)
-                if pickled and (pickled[0].name.startswith(stem) or filename == WEIGHTS_FILE):
-                    refuse_pickle(pickled[0])
+            pickled = _pickle_instead(self.folder, filename)
+            if pickled is not None:
+                refuse_pickle(pickled)
             raise PretrainedWeightsUnavailableError(f"{self} has no {filename}. {_REPUBLISH}")
         return path
+
+
+def _pickle_instead(folder: Path, filename: str) -> Path | None:
+    """The pickle ``folder`` holds in place of the safetensors ``filename``, if any: one of the same stem
+    (projector.bin for projector.safetensors), or for the backbone timm's names (pytorch_model.bin, ...)."""
+    if not filename.endswith(".safetensors") or not folder.is_dir():
+        return None
+    stem = filename.removesuffix(".safetensors")
+    pickles = [path for path in sorted(folder.iterdir()) if path.name.endswith(PICKLE_SUFFIXES)]
+    same_stem = [path for path in pickles if path.name.split(".")[0] == stem]
+    if same_stem or filename != WEIGHTS_FILE:
+        return same_stem[0] if same_stem else None
+    backbone = [path for path in pickles if not path.name.startswith("projector.")]
+    return backbone[0] if backbone else None
 
 
 _REPUBLISH = (

@@ -239,19 +239,18 @@ def push_to_hub(
         ) from None
     config = check_folder(folder)
     model_name = config.get("ibzoo", {}).get("model_name", folder.name)
-    # The card in the folder names the repo save_pretrained was told of; the pushed one names this repo.
-    card = render_model_card(
-        config, repo_id=repo_id, curves_file=CURVES_FILE if (folder / CURVES_FILE).is_file() else None
-    )
     operations = [
         CommitOperationAdd(path.relative_to(folder).as_posix(), path)
         for path in sorted(folder.rglob("*"))
         if path.is_file() and not path.name.endswith(_TMP_SUFFIX) and path.name != CARD_FILE
     ]
-    operations.append(CommitOperationAdd(CARD_FILE, str(card).encode()))
     api = HfApi(token=token, library_name="ibzoo", library_version=__version__)
     try:
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # with its namespace
+        # The card in the folder names the repo save_pretrained was told of; the pushed one names this repo.
+        curves_file = CURVES_FILE if (folder / CURVES_FILE).is_file() else None
+        card = render_model_card(config, repo_id=repo_id, curves_file=curves_file)
+        operations.append(CommitOperationAdd(CARD_FILE, str(card).encode()))
         if revision is not None and not create_pr:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
         commit = api.create_commit(

@@ -46,6 +46,29 @@ def _code(value: Any) -> str:
     return " ".join(str(value).split()).replace("`", "'").replace("|", "\\|")
 
 
+def _text_keeping_code(value: Any) -> str:
+    """Like :func:`_text`, but code spans (`...`) stay code: the benchmark's own text uses them."""
+    parts = re.split(r"(`[^`]+`)", " ".join(str(value).split()))
+    return "".join(part if part.startswith("`") and len(part) > 1 else _text(part) for part in parts)
+
+
+def _padded(cell: str) -> str:
+    core = cell.strip()
+    return cell.replace(core, _text_keeping_code(core), 1) if core else cell
+
+
+def _benchmark(benchmark: Any) -> dict[str, str] | None:
+    """The benchmark section as inert Markdown: the description on one line, the table's rows cell by cell."""
+    if not isinstance(benchmark, Mapping):
+        return None
+    rows = [
+        row.strip() for row in str(benchmark.get("table", "")).splitlines() if row.strip().startswith("|")
+    ]
+    cells = re.compile(r"[^|]+")  # escaped one by one, their padding kept
+    table = "\n".join(cells.sub(lambda cell: _padded(cell.group()), row) for row in rows)
+    return {"description": _text_keeping_code(benchmark.get("description", "")), "table": table}
+
+
 def _identifier(value: Any, what: str) -> str:
     """``value`` if it is a plain name (letters, digits, ``_.-``), which reads the same in text and code."""
     if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
@@ -103,7 +126,7 @@ def render_model_card(
     model_name = section["model_name"]
     architecture = _identifier(config["architecture"], "architecture")
     dataset = section.get("dataset") or "an unrecorded dataset"
-    hub_dataset = dataset if _HUB_DATASET.fullmatch(dataset) else None  # not a local path
+    hub_dataset = dataset if _HUB_DATASET.fullmatch(str(dataset)) else None  # not a local path
     results = section.get("results") or {}
     eval_results = [
         EvalResult(
@@ -155,6 +178,6 @@ def render_model_card(
         else _text(dataset),
         recipe=[(_code(name), _text(value)) for name, value in _flatten(settings)],
         results=[(_text(RESULT_METRICS.get(key, key)), _text(value)) for key, value in results.items()],
-        benchmark=section.get("benchmark"),
+        benchmark=_benchmark(section.get("benchmark")),
         curves_file=curves_file,
     )

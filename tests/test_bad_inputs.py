@@ -361,6 +361,7 @@ def test_card_fields_are_escaped(ibzoo_folder):
     evil = "photos\n# Fake heading\n<script>alert(1)</script> | [link](https://evil)"
     config["ibzoo"] |= {"dataset": evil, "model_name": evil, "results": {evil: 1.0}}
     config["ibzoo"]["train_config"] = {"data": {evil: evil}}
+    config["ibzoo"]["benchmark"] = {"description": evil, "table": f"| a | b |\n|---|---|\n{evil}"}
     text = render_model_card(config, repo_id="me/x").text
     outside_code = re.sub(r"`[^`\n]*`", "", text)  # a code span shows HTML as text
     assert "<script>" not in outside_code and "&lt;script&gt;" in outside_code

@@ -114,6 +114,22 @@ def test_a_checkpoint_is_json_and_safetensors_only(tmp_path):
     assert {path.suffix for path in checkpoint.iterdir()} == {".json", ".safetensors"}
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"t": {"__tensor__": "t9"}}', r"optimizer\.json names a tensor 't9' that its \.safetensors lacks"),
+        ('{"t": {"__items__": [[1]]}}', r"optimizer\.json holds a malformed __items__ entry"),
+        ('{"t": {"__items__": [[[1], 2]]}}', r"optimizer\.json holds a dict key that is a list"),
+        ("{oops", r"optimizer\.json is not valid JSON"),
+    ],
+)
+def test_a_tampered_checkpoint_json_is_named(tmp_path, content, message):
+    checkpoint = _manager(tmp_path).save("epoch-0001")
+    (checkpoint / "optimizer.json").write_text(content)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        _manager(tmp_path).resume(str(checkpoint))
+
+
 # --- Code execution: pickled weights, through every entry ----------------------------------------------
 
 
@@ -371,6 +387,17 @@ def test_card_fields_are_escaped(ibzoo_folder):
         render_model_card(config, repo_id="me/x\n# h")
 
 
+def test_the_push_script_reports_a_broken_folder_in_one_line(ibzoo_folder, tmp_path):
+    folder = _copy(ibzoo_folder, tmp_path)
+    (folder / "config.json").write_text("{broken")
+    with pytest.raises(SystemExit, match=r"config\.json of folder .*copy.* is not valid JSON .*re-save"):
+        load_train_script("push_to_hub").main([str(folder)])
+    with pytest.raises(
+        SystemExit, match=r"^push_to_hub\.py: error: Cannot push .* 'bad id' is not a Hub repo id"
+    ):
+        load_train_script("push_to_hub").main([str(ibzoo_folder), "--repo-id", "bad id"])
+
+
 # --- Errors that name the value and what to do ---------------------------------------------------------
 
 
@@ -431,6 +458,25 @@ def test_a_push_the_hub_refuses_is_not_worth_repeating(ibzoo_folder, local_hub, 
         ConnectionError, match=r"the Hub refused the request: .*fails alike: fix what the Hub names"
     ):
         push_to_hub(ibzoo_folder, "me/refused")
+
+
+def test_a_truncated_local_overlay_file_is_named_without_blaming_the_hub(ibzoo_folder, tmp_path):
+    weights = _copy(ibzoo_folder, tmp_path) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(weights))} is truncated or corrupt") as error:
+        ibzoo.create_model(
+            "resnet18_cifar_simclr_mlp", pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))
+        )
+    assert "Re-save" in str(error.value) and "Hub" not in str(error.value) and "cache" not in str(error.value)
+
+
+def test_one_missing_tensor_is_named_not_blamed_on_another_model(timm_folder):
+    tensors = load_file(timm_folder / "model.safetensors")
+    del tensors["fc.bias"]
+    save_file(tensors, timm_folder / "model.safetensors")
+    message = r"do not fit 'local-dir:.*', the architecture its config\.json names \(.*fc\.bias.*A few keys"
+    with pytest.raises(CheckpointError, match=message):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
 
 
 # --- Training: the command line, the output folder, a full disk ----------------------------------------
@@ -548,50 +594,3 @@ def test_local_hub_answers_a_bad_branch_name_with_400(local_hub):
     with pytest.raises(HfHubHTTPError, match=r"Invalid branch name '\.\./main'") as error:
         HfApi().create_branch(repo_id, branch="../main")
     assert error.value.response.status_code == 400
-
-
-def test_a_truncated_local_overlay_file_is_named_without_blaming_the_hub(ibzoo_folder, tmp_path):
-    weights = _copy(ibzoo_folder, tmp_path) / "model.safetensors"
-    weights.write_bytes(weights.read_bytes()[:5000])
-    with pytest.raises(CheckpointError, match=rf"{re.escape(str(weights))} is truncated or corrupt") as error:
-        ibzoo.create_model(
-            "resnet18_cifar_simclr_mlp", pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))
-        )
-    assert "Re-save" in str(error.value) and "Hub" not in str(error.value) and "cache" not in str(error.value)
-
-
-def test_the_push_script_reports_a_broken_folder_in_one_line(ibzoo_folder, tmp_path):
-    folder = _copy(ibzoo_folder, tmp_path)
-    (folder / "config.json").write_text("{broken")
-    with pytest.raises(SystemExit, match=r"config\.json of folder .*copy.* is not valid JSON .*re-save"):
-        load_train_script("push_to_hub").main([str(folder)])
-    with pytest.raises(
-        SystemExit, match=r"^push_to_hub\.py: error: Cannot push .* 'bad id' is not a Hub repo id"
-    ):
-        load_train_script("push_to_hub").main([str(ibzoo_folder), "--repo-id", "bad id"])
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        ('{"t": {"__tensor__": "t9"}}', r"optimizer\.json names a tensor 't9' that its \.safetensors lacks"),
-        ('{"t": {"__items__": [[1]]}}', r"optimizer\.json holds a malformed __items__ entry"),
-        ('{"t": {"__items__": [[[1], 2]]}}', r"optimizer\.json holds a dict key that is a list"),
-        ("{oops", r"optimizer\.json is not valid JSON"),
-    ],
-)
-def test_a_tampered_checkpoint_json_is_named(tmp_path, content, message):
-    checkpoint = _manager(tmp_path).save("epoch-0001")
-    (checkpoint / "optimizer.json").write_text(content)
-    with pytest.raises(CorruptCheckpointError, match=message):
-        _manager(tmp_path).resume(str(checkpoint))
-
-
-def test_one_missing_tensor_is_named_not_blamed_on_another_model(timm_folder):
-    _rewrite_weights(timm_folder / "model.safetensors", lambda key, value: value)
-    tensors = load_file(timm_folder / "model.safetensors")
-    del tensors["fc.bias"]
-    save_file(tensors, timm_folder / "model.safetensors")
-    message = r"do not fit 'local-dir:.*', the architecture its config\.json names \(.*fc\.bias.*A few keys"
-    with pytest.raises(CheckpointError, match=message):
-        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)

@@ -99,6 +99,14 @@ class ImageDataset:
     class_names: tuple[str, ...] | None
     num_classes: int | None
 
+    def describe_image(self, index: int) -> str:
+        """Where row ``index``'s image comes from (its file, when the data set records one), for errors."""
+        raw = self.dataset.cast_column(self.image_column, datasets.Image(decode=False))[index][
+            self.image_column
+        ]
+        path = raw.get("path") if isinstance(raw, dict) else None
+        return f"image {index} ({path})" if path else f"image {index} (stored in the data set, no file name)"
+
 
 def load_image_dataset(config: DataConfig, split: str) -> ImageDataset:
     """Load one split of ``config.dataset`` and resolve its image and label columns.
@@ -153,7 +161,15 @@ def _load_splits(config: DataConfig) -> dict[str, datasets.Dataset]:
         # Two levels cover parquet exports (data/train-*.parquet) without walking a large image tree.
         has_parquet = any(path.glob("*.parquet")) or any(path.glob("*/*.parquet"))
         builder = "parquet" if has_parquet else "imagefolder"
-        loaded = datasets.load_dataset(builder, data_dir=str(path))
+        try:
+            loaded = datasets.load_dataset(builder, data_dir=str(path))
+        except ValueError as error:
+            if "corresponds to no data" not in str(error):
+                raise
+            raise FileNotFoundError(
+                f"{path} holds no images that datasets can read: an image folder holds one sub-folder per "
+                "class (or train/ and test/ with class sub-folders) of image files (.png, .jpg, ...)."
+            ) from None
     elif not _HUB_ID.match(config.dataset):
         raise FileNotFoundError(
             f"{config.dataset!r} is neither an existing file or folder nor a Hub dataset id "

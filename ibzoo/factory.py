@@ -29,13 +29,32 @@ __all__ = ["create_model", "create_pretraining_model", "list_models", "list_pret
 _SOURCE_PREFIXES = ("hf-hub:", "local-dir:")
 
 
+def _check_arguments(model_name: Any, kwargs: dict[str, Any]) -> None:
+    """Refuse a model name or a size argument of the wrong type here, naming it, rather than deep in timm."""
+    if not isinstance(model_name, str) or not model_name:
+        raise TypeError(
+            f"model_name must be a model name such as 'resnet18_cifar_simclr_topk', 'hf-hub:org/repo' or "
+            f"'local-dir:/path', got {model_name!r}."
+        )
+    for key, minimum in (("num_classes", 0), ("in_chans", 1)):
+        value = kwargs.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise TypeError(f"{key}={value!r} must be an integer, not a {type(value).__name__}.")
+        if value < minimum:
+            raise ValueError(f"{key}={value} must be >= {minimum}.")
+
+
 def _check_known(model_name: str) -> None:
     if model_name.startswith(_SOURCE_PREFIXES):
         return
     base = model_name.split(".", 1)[0]
     if base in MODEL_INFOS or timm.is_model(base):
         return
-    close = difflib.get_close_matches(base, list(MODEL_INFOS) + timm.list_models(), n=3, cutoff=0.7)
+    # The zoo's names are registered with timm too: each candidate once.
+    candidates = list(dict.fromkeys([*MODEL_INFOS, *timm.list_models()]))
+    close = difflib.get_close_matches(base, candidates, n=3, cutoff=0.7)
     hint = f"Did you mean {', '.join(close)}?" if close else "See ibzoo.list_models() for the zoo's names."
     raise KeyError(f"Unknown model {model_name!r}. {hint}")
 
@@ -49,12 +68,24 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
     ``in_chans``, ``global_pool``, ``drop_rate``, ``pretrained_cfg_overlay``, ``checkpoint_path``, ...)
     is honoured.
     """
+    _check_arguments(model_name, kwargs)
     _check_known(model_name)
-    from ibzoo.hub import pretrained_weights_errors  # deferred: hub I/O pulls in huggingface_hub
+    # deferred: hub I/O pulls in huggingface_hub
+    from ibzoo.hub_loading import (
+        check_source_config,
+        create_pretrained,
+        load_safetensors_checkpoint,
+        pretrained_weights_errors,
+    )
 
-    with pretrained_weights_errors(model_name):
+    check_source_config(model_name)
+    checkpoint_path = kwargs.pop("checkpoint_path", None)
+    with pretrained_weights_errors(model_name, kwargs.get("pretrained_cfg_overlay")):
         try:
-            return timm.create_model(model_name, pretrained=pretrained, **kwargs)
+            if pretrained:  # weights read from safetensors only, never through timm's pickle fallbacks
+                model = create_pretrained(model_name, **kwargs)
+            else:
+                model = timm.create_model(model_name, **kwargs)
         except TypeError as err:
             if "unexpected keyword argument" not in str(err):
                 raise
@@ -62,6 +93,9 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
                 f"{model_name}: {err}. create_model passes extra keyword arguments to the timm model class; "
                 "check the spelling against timm.create_model's documentation."
             ) from None
+        if checkpoint_path:
+            load_safetensors_checkpoint(model, checkpoint_path)
+    return model
 
 
 def create_pretraining_model(
@@ -87,6 +121,17 @@ def create_pretraining_model(
     continue training.
     Remaining keyword arguments go to the backbone (timm); ``num_classes`` is always 0.
     """
+    _check_arguments(model_name, kwargs)
+    # The projector reads pooled (B, C) features: refuse what would fail at the first step instead.
+    if kwargs.get("features_only") or kwargs.get("global_pool") == "":
+        given = (
+            "features_only=True" if kwargs.get("features_only") else f"global_pool={kwargs['global_pool']!r}"
+        )
+        raise ValueError(
+            f"create_pretraining_model({model_name!r}, {given}): the projector needs pooled features of "
+            "shape (batch, channels); drop that argument (global_pool='avg', 'max', ... are fine). For a "
+            "feature pyramid, use ibzoo.create_model(..., features_only=True)."
+        )
     info = get_model_info(model_name) if model_name.split(".", 1)[0] in MODEL_INFOS else None
     if info is not None:
         if (framework, projector) not in ((None, None), (info.framework, info.projector)):

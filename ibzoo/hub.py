@@ -21,12 +21,14 @@ import dataclasses
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import HfApi, constants
+from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub import errors as hf_errors
+from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import save_file
 from timm.models import get_pretrained_cfg
 from timm.models._hub import save_config_for_hf
@@ -44,6 +46,7 @@ from ibzoo.hub_loading import (
     pretrained_weights_errors,
     pretraining_configs,
     published_zoo_configs,
+    read_config,
 )
 from ibzoo.model_card import render_model_card
 from ibzoo.models.pretraining import SSLModel
@@ -57,12 +60,15 @@ __all__ = [
     "CheckpointError",
     "CheckpointSource",
     "PretrainedWeightsUnavailableError",
+    "check_folder",
     "load_projector_weights",
     "pretrained_weights_errors",
     "pretraining_configs",
     "published_zoo_configs",
     "push_to_hub",
+    "read_config",
     "save_pretrained",
+    "zoo_repo_id",
 ]
 
 logger = logging.getLogger(__name__)
@@ -114,9 +120,23 @@ def _tag_pretrained_cfg(model_name: str) -> dict[str, Any]:
     return {key: getattr(cfg, key) for key in keys}
 
 
-def _default_repo_id(model_name: str) -> str:
+def zoo_repo_id(model_name: str) -> str | None:
+    """The Hub repo a checkpoint named ``model_name`` belongs to: a tagged zoo name's published repo
+    ("ibzoo/resnet18_cifar_simclr_topk.cifar10") or an ``hf-hub:`` name's; None for anything else.
+
+    An untagged zoo name is the user's own model: timm would resolve it to the default tag's repo, which
+    holds other weights.
+    """
+    if not (model_name.startswith("hf-hub:") or "." in model_name.split("/")[-1]):
+        return None
     source = CheckpointSource.from_name(model_name)
-    return source.repo_id if source and source.repo_id else f"YOUR_ORG/{model_name.split(':')[-1]}"
+    return source.repo_id if source is not None else None
+
+
+def _default_repo_id(model_name: str) -> str:
+    """Where the card's snippets point when no repo is given: the zoo's repo, else a placeholder."""
+    name = re.sub(r"[^\w.-]+", "-", model_name.split(":")[-1].split("/")[-1]).strip("-.")[:80]
+    return zoo_repo_id(model_name) or f"YOUR_ORG/{name or 'model'}"
 
 
 def save_pretrained(
@@ -211,26 +231,34 @@ def push_to_hub(
     cause and push the same folder again.
     """
     folder = Path(folder)
-    missing = [name for name in (WEIGHTS_FILE, PROJECTOR_FILE, CONFIG_FILE) if not (folder / name).is_file()]
-    if missing:
-        raise FileNotFoundError(
-            f"{folder} lacks {', '.join(missing)}: write it with ibzoo.hub.save_pretrained first."
-        )
-    model_name = (
-        json.loads((folder / CONFIG_FILE).read_text()).get("ibzoo", {}).get("model_name", folder.name)
-    )
+    try:
+        validate_repo_id(repo_id)
+    except hf_errors.HFValidationError as err:
+        raise ValueError(
+            f"Cannot push {folder}: {repo_id!r} is not a Hub repo id ('org/name'): {err}"
+        ) from None
+    config = check_folder(folder)
+    model_name = config.get("ibzoo", {}).get("model_name", folder.name)
+    operations = [
+        CommitOperationAdd(path.relative_to(folder).as_posix(), path)
+        for path in sorted(folder.rglob("*"))
+        if path.is_file() and not path.name.endswith(_TMP_SUFFIX) and path.name != CARD_FILE
+    ]
     api = HfApi(token=token, library_name="ibzoo", library_version=__version__)
     try:
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id
+        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # with its namespace
+        # The card in the folder names the repo save_pretrained was told of; the pushed one names this repo.
+        curves_file = CURVES_FILE if (folder / CURVES_FILE).is_file() else None
+        card = render_model_card(config, repo_id=repo_id, curves_file=curves_file)
+        operations.append(CommitOperationAdd(CARD_FILE, str(card).encode()))
         if revision is not None and not create_pr:
             api.create_branch(repo_id, branch=revision, exist_ok=True)
-        commit = api.upload_folder(
-            repo_id=repo_id,
-            folder_path=folder,
+        commit = api.create_commit(
+            repo_id,
+            operations,
             revision=revision,
             commit_message=commit_message or f"Upload {model_name} (ibzoo {__version__})",
             create_pr=create_pr,
-            ignore_patterns=[f"*{_TMP_SUFFIX}"],
         )
     except hf_errors.OfflineModeIsEnabled as err:
         raise ConnectionError(
@@ -238,14 +266,43 @@ def push_to_hub(
         ) from err
     except hf_errors.HTTPError as err:
         status = getattr(getattr(err, "response", None), "status_code", None)
-        cause = (
-            "not allowed: log in with `hf auth login` or set HF_TOKEN to a token with write access"
-            if status in (401, 403)
-            else str(err).splitlines()[0]
-        )
+        first_line = str(err).splitlines()[0]
+        again = f"push it again with `python train/push_to_hub.py {folder} --repo-id {repo_id}`"
+        if status in (401, 403):
+            cause = "not allowed: log in with `hf auth login` or set HF_TOKEN to a token with write access"
+            remedy = f"The folder is unchanged: {again}."
+        elif status is None:  # no answer: a connection error
+            cause = f"{constants.ENDPOINT} could not be reached: {first_line}"
+            remedy = f"The folder is unchanged: check the connection (or HF_ENDPOINT), then {again}."
+        elif status >= 500:
+            cause = f"the Hub answered HTTP {status}, a server error: {first_line}"
+            remedy = f"The folder is unchanged: {again} later."
+        else:
+            cause = f"the Hub refused the request: {first_line}"
+            remedy = "The folder is unchanged; pushed again as it is, it fails alike: fix what the Hub names."
         raise ConnectionError(
-            f"Pushing {folder} to {repo_id} at {constants.ENDPOINT} failed ({cause}). The folder is "
-            f"unchanged: push it again with `python train/push_to_hub.py {folder} --repo-id {repo_id}`."
+            f"Pushing {folder} to {repo_id} at {constants.ENDPOINT} failed ({cause}). {remedy}"
         ) from err
     logger.info("Pushed %s to %s", folder, commit.pr_url or commit.commit_url)
     return commit.commit_url
+
+
+def check_folder(folder: str | Path) -> dict[str, Any]:
+    """Load ``folder`` as ``create_pretraining_model("local-dir:...", pretrained=True)`` would, with every
+    check of loading (config, version, weights, projector), and return its config.json.
+
+    :func:`push_to_hub` calls it before the first byte leaves, so a broken folder is never published.
+    """
+    from ibzoo.factory import create_pretraining_model  # deferred: the factory imports this module lazily
+
+    folder = Path(folder)
+    missing = [name for name in (WEIGHTS_FILE, PROJECTOR_FILE, CONFIG_FILE) if not (folder / name).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{folder} lacks {', '.join(missing)}: write it with ibzoo.hub.save_pretrained first."
+        )
+    try:
+        create_pretraining_model(f"local-dir:{folder}", pretrained=True)
+    except (CheckpointError, PretrainedWeightsUnavailableError) as err:
+        raise CheckpointError(f"{folder} cannot be published, it does not load: {err}") from err
+    return read_config(CheckpointSource(folder=folder))

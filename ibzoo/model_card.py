@@ -11,12 +11,15 @@ to the public Hub whatever ``HF_ENDPOINT`` says, so :func:`ibzoo.hub.push_to_hub
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
 
 from ibzoo.models.zoo import HUB_ORGANIZATION, MODEL_INFOS
 
@@ -28,6 +31,49 @@ RESULT_METRICS = {"linear_top1": "linear-probe top-1 accuracy", "knn_top1": "k-N
 _TAGS = ("image-feature-extraction", "timm", "self-supervised", "ibzoo")
 FRAMEWORK_TITLES = {"simclr": "SimCLR", "barlow": "Barlow Twins"}
 _HUB_DATASET = re.compile(r"[\w.-]+/[\w.-]+")
+_IDENTIFIER = re.compile(r"[\w.-]+")
+_MARKDOWN = re.compile(r"([\\`*_\[\]|#~!])")
+
+
+def _text(value: Any) -> str:
+    """``value`` as inert Markdown text on one line: a user's dataset or model name cannot start a heading,
+    a table row or a link, nor land as raw HTML."""
+    return _MARKDOWN.sub(r"\\\1", html.escape(" ".join(str(value).split()), quote=False))
+
+
+def _code(value: Any) -> str:
+    """``value`` for a code span inside a table cell: one line, no backticks, pipes escaped."""
+    return " ".join(str(value).split()).replace("`", "'").replace("|", "\\|")
+
+
+def _text_keeping_code(value: Any) -> str:
+    """Like :func:`_text`, but code spans (`...`) stay code: the benchmark's own text uses them."""
+    parts = re.split(r"(`[^`]+`)", " ".join(str(value).split()))
+    return "".join(part if part.startswith("`") and len(part) > 1 else _text(part) for part in parts)
+
+
+def _padded(cell: str) -> str:
+    core = cell.strip()
+    return cell.replace(core, _text_keeping_code(core), 1) if core else cell
+
+
+def _benchmark(benchmark: Any) -> dict[str, str] | None:
+    """The benchmark section as inert Markdown: the description on one line, the table's rows cell by cell."""
+    if not isinstance(benchmark, Mapping):
+        return None
+    rows = [
+        row.strip() for row in str(benchmark.get("table", "")).splitlines() if row.strip().startswith("|")
+    ]
+    cells = re.compile(r"[^|]+")  # escaped one by one, their padding kept
+    table = "\n".join(cells.sub(lambda cell: _padded(cell.group()), row) for row in rows)
+    return {"description": _text_keeping_code(benchmark.get("description", "")), "table": table}
+
+
+def _identifier(value: Any, what: str) -> str:
+    """``value`` if it is a plain name (letters, digits, ``_.-``), which reads the same in text and code."""
+    if not isinstance(value, str) or not _IDENTIFIER.fullmatch(value):
+        raise ValueError(f"The checkpoint's {what} {value!r} is not a model name; re-save the checkpoint.")
+    return value
 
 
 def _projector_description(kind: str, projector: Mapping[str, Any], objective: Mapping[str, Any]) -> str:
@@ -72,10 +118,15 @@ def render_model_card(
             f"Model-card template {template} not found: ibzoo reads it from the hub_cards/ folder of its "
             "source tree; install ibzoo from a checkout (pip install -e .) or pass template=."
         )
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"repo_id {repo_id!r} is not a Hub repo id ('org/name'): {err}") from None
     section = config["ibzoo"]
     model_name = section["model_name"]
+    architecture = _identifier(config["architecture"], "architecture")
     dataset = section.get("dataset") or "an unrecorded dataset"
-    hub_dataset = dataset if _HUB_DATASET.fullmatch(dataset) else None  # not a local path
+    hub_dataset = dataset if _HUB_DATASET.fullmatch(str(dataset)) else None  # not a local path
     results = section.get("results") or {}
     eval_results = [
         EvalResult(
@@ -105,22 +156,28 @@ def render_model_card(
         "projector": section["projector_config"],
         "objective": section["objective_config"],
     }
+    # Every value below that a user or a config.json chose is escaped (_text, _code) or checked to be a
+    # plain name (_identifier, validate_repo_id): a card is Markdown that the Hub renders.
     return ModelCard.from_template(
         card_data,
         template_path=str(template),
-        model_name=model_name,
+        model_name=_text(model_name),
         repo_id=repo_id,
         ibzoo_name=model_name if is_zoo_repo else f"hf-hub:{repo_id}",
-        architecture=config["architecture"],
-        num_features=config.get("num_features"),
-        framework_title=FRAMEWORK_TITLES.get(section["framework"], section["framework"]),
-        projector_description=_projector_description(
-            section["projector"], section["projector_config"], section["objective_config"]
+        architecture=architecture,
+        num_features=_text(config.get("num_features")),
+        framework_title=_text(FRAMEWORK_TITLES.get(section["framework"], section["framework"])),
+        projector_description=_text(
+            _projector_description(
+                section["projector"], section["projector_config"], section["objective_config"]
+            )
         ),
-        dataset=dataset,
-        dataset_link=f"[{dataset}](https://huggingface.co/datasets/{dataset})" if hub_dataset else dataset,
-        recipe=_flatten(settings),
-        results=[(RESULT_METRICS.get(key, key), value) for key, value in results.items()],
-        benchmark=section.get("benchmark"),
+        dataset=_text(dataset),
+        dataset_link=f"[{_text(dataset)}](https://huggingface.co/datasets/{dataset})"
+        if hub_dataset
+        else _text(dataset),
+        recipe=[(_code(name), _text(value)) for name, value in _flatten(settings)],
+        results=[(_text(RESULT_METRICS.get(key, key)), _text(value)) for key, value in results.items()],
+        benchmark=_benchmark(section.get("benchmark")),
         curves_file=curves_file,
     )

@@ -12,6 +12,7 @@ run_config.json, checkpoints/, log.jsonl, tensorboard/ and, at the end, the Hub-
 """
 
 import logging
+import sys
 from pathlib import Path
 
 import torch
@@ -43,7 +44,13 @@ logger = logging.getLogger("pretrain")
 
 
 def main(argv: list[str] | None = None) -> Path:
-    config = parse_pretrain_args(argv)
+    try:
+        config = parse_pretrain_args(argv)
+    except (ValueError, KeyError, FileNotFoundError) as error:
+        # A mistake in the settings: one argparse-style line (on every process), not a traceback.
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"pretrain.py: error: {message}", file=sys.stderr)
+        raise SystemExit(2) from None
     output_dir = Path(config.output_dir)
     # The schedule is stepped by hand once per optimisation step: Accelerate's own stepping would advance
     # it once per process, a convention for schedules counted in per-process batches.
@@ -79,6 +86,7 @@ def main(argv: list[str] | None = None) -> Path:
         num_workers=config.num_workers,
         pin_memory=accelerator.device.type == "cuda",
         augment_on_device=config.augment_on_device,
+        skip_bad_images=config.skip_bad_images,
     )
     # With --augment-on-device the workers only decode; the views are made batched on the accelerator.
     augment = None
@@ -120,8 +128,15 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Resume: the trainer state travels inside each checkpoint, next to the model and optimiser.
     state = TrainerState()
-    accelerator.register_for_checkpointing(state)
-    checkpoints = CheckpointManager(accelerator, output_dir / "checkpoints", keep=config.keep_checkpoints)
+    checkpoints = CheckpointManager(
+        accelerator,
+        output_dir / "checkpoints",
+        keep=config.keep_checkpoints,
+        model=module,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+    )
     checkpoints.resume(config.resume)
     if config.log_with:
         accelerator.init_trackers("tensorboard", config=flat_hparams(config.to_dict()))

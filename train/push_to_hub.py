@@ -12,11 +12,10 @@ locally: run the command again.
 """
 
 import argparse
-import json
 import logging
 from pathlib import Path
 
-from ibzoo.hub import CONFIG_FILE, CheckpointSource, push_to_hub
+from ibzoo.hub import CONFIG_FILE, CheckpointError, CheckpointSource, push_to_hub, read_config, zoo_repo_id
 
 
 def hub_folder(path: Path) -> Path:
@@ -30,13 +29,17 @@ def default_repo_id(folder: Path) -> str:
         raise SystemExit(
             f"{folder} has no {CONFIG_FILE}: is it a folder written by ibzoo.hub.save_pretrained?"
         )
-    model_name = json.loads((folder / CONFIG_FILE).read_text()).get("ibzoo", {}).get("model_name", "")
-    source = CheckpointSource.from_name(model_name) if "." in model_name else None
-    if source is None or source.repo_id is None:
+    try:
+        config = read_config(CheckpointSource(folder=folder))
+    except CheckpointError as error:
+        raise SystemExit(str(error)) from None
+    model_name = str(config.get("ibzoo", {}).get("model_name", ""))
+    repo_id = zoo_repo_id(model_name)
+    if repo_id is None:
         raise SystemExit(
             f"{folder} holds {model_name or 'a model'}, which has no zoo repo: pass --repo-id ORG/NAME."
         )
-    return source.repo_id
+    return repo_id
 
 
 def main(argv: list[str] | None = None) -> list[str]:
@@ -62,14 +65,18 @@ def main(argv: list[str] | None = None) -> list[str]:
     targets = [(folder, args.repo_id or default_repo_id(folder)) for folder in map(hub_folder, args.folders)]
     urls = []
     for folder, repo_id in targets:
-        url = push_to_hub(
-            folder,
-            repo_id,
-            private=args.private,
-            revision=args.revision,
-            commit_message=args.commit_message,
-            create_pr=args.create_pr,
-        )
+        try:
+            url = push_to_hub(
+                folder,
+                repo_id,
+                private=args.private,
+                revision=args.revision,
+                commit_message=args.commit_message,
+                create_pr=args.create_pr,
+            )
+        except (CheckpointError, ConnectionError, FileNotFoundError, ValueError) as error:
+            # Each message names the folder and the remedy: one line, not a traceback.
+            raise SystemExit(f"push_to_hub.py: error: {error}") from None
         print(url)
         urls.append(url)
     return urls

@@ -27,6 +27,24 @@ REPO_TYPES = ("model", "dataset", "space")
 COMMIT_ID = re.compile(r"[0-9a-f]{40}")
 # "org/name" with the characters the Hub allows; also keeps every path inside the storage root.
 _REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[A-Za-z0-9][\w.-]*")
+# Branch names as git allows them, simplified: no "..", "//", leading "/", "-" or ".", or trailing "/", ".".
+_BRANCH = re.compile(r"(?!.*\.\.)(?!.*//)(?![/.-])[\w./-]*[\w-]")
+
+
+def check_file_path(path: str) -> str:
+    """``path`` if it is a relative path inside a repo; HubError(400) for an absolute path or one with
+    empty, "." or ".." segments, as the Hub refuses them (a trailing "/" names a folder)."""
+    parts = path.removesuffix("/").split("/")
+    if not path or path.startswith("/") or "\\" in path or any(part in ("", ".", "..") for part in parts):
+        raise HubError(400, f"Invalid file path {path!r}: paths in a repo are relative, without '.' or '..'.")
+    return path
+
+
+def check_branch(branch: str) -> str:
+    """``branch`` if it is a valid branch name; HubError(400) otherwise (e.g. "../main", "/x", "a..b")."""
+    if not _BRANCH.fullmatch(branch) or branch.endswith(".lock") or COMMIT_ID.fullmatch(branch):
+        raise HubError(400, f"Invalid branch name {branch!r}.")
+    return branch
 
 
 class HubError(Exception):
@@ -128,6 +146,7 @@ class HubStorage:
     def create_branch(self, repo_type: str, repo_id: str, branch: str, starting_point: str = "main") -> None:
         """Point a new branch at the commit ``starting_point`` resolves to; 409 if the branch exists."""
         repo = self.repo_dir(repo_type, repo_id)
+        check_branch(branch)
         with self._lock:
             branches = self.branches(repo_type, repo_id)
             if branch in branches:
@@ -150,6 +169,8 @@ class HubStorage:
         first with ``HfApi.create_branch``. Deleting a path that does not exist is EntryNotFound.
         """
         repo = self.repo_dir(repo_type, repo_id)
+        for path in [*additions, *deletions]:
+            check_file_path(path)
         with self._lock:
             branches = self.branches(repo_type, repo_id)
             if branch not in branches:

@@ -1,29 +1,54 @@
-"""Checkpoints of a pretraining run: atomic, self-describing, resumable, and never mixed with another run.
+"""Checkpoints of a pretraining run: atomic, self-describing, resumable, never mixed with another run,
+and made of JSON and safetensors files only, so that resuming never runs code from the folder.
 
 Layout of an output folder ``DIR``::
 
     DIR/run_config.json                the resolved PretrainConfig, written once when the run starts
-    DIR/checkpoints/epoch-0003/        accelerator.save_state: model, optimiser, scheduler, scaler, RNG
-                                       states and the TrainerState (epoch, global step)
+    DIR/checkpoints/epoch-0003/        one checkpoint (below)
     DIR/checkpoints/epoch-0003-step-00000750/   a checkpoint in the middle of epoch 4 (a --max-steps end)
     DIR/checkpoints/latest             the name of the newest complete checkpoint
 
+and of one checkpoint::
+
+    model.safetensors                  the model's state dict (the online classifier included)
+    optimizer.json, optimizer.safetensors      the optimiser's state dict (ibzoo.training.state_files)
+    scheduler.json                     the learning-rate schedule's state dict
+    scaler.json                        the fp16 gradient scaler's state dict, under --mixed-precision fp16
+    rng_state_P.json, rng_state_P.safetensors  Python, NumPy, torch and CUDA RNG states of process P
+    trainer.json                       TrainerState (epoch, global step) and Accelerate's step counter
+
+Accelerate's own ``save_state`` / ``load_state`` are not used: they write the optimiser, schedule, scaler
+and RNG states with ``torch.save`` and read registered objects back with ``weights_only=False``, so a
+crafted file in a checkpoint folder would run on resume. A folder holding any pickle-named file
+(``*.pkl``, ``*.bin``, ...; an older ibzoo wrote those) is refused as a whole.
+
 A checkpoint is written into a hidden sibling folder and renamed into place (``os.replace``) only when
 complete; ``latest`` is rewritten the same way afterwards, so a crash at any moment leaves the previous
-checkpoint intact and ``latest`` pointing at a complete one. Names sort in training order.
+checkpoint intact and ``latest`` pointing at a complete one. A write that fails (a full disk) removes the
+partial folder. Names sort in training order.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import random
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import torch
 from accelerate import Accelerator
+from safetensors.torch import load as load_safetensors_bytes
+from safetensors.torch import save as save_safetensors_bytes
+from torch import nn
+
+from ibzoo.training.state_files import StateFileError, load_state_files, save_state_files, write_bytes
+from ibzoo.weights import PICKLE_SUFFIXES, check_state_dict
 
 __all__ = [
     "CHECKPOINTS_DIR",
@@ -32,6 +57,7 @@ __all__ = [
     "CheckpointManager",
     "CorruptCheckpointError",
     "TrainerState",
+    "UnsafeCheckpointError",
     "check_output_dir",
     "checkpoint_name",
     "write_run_config",
@@ -49,10 +75,13 @@ class CorruptCheckpointError(ValueError):
     """A checkpoint folder could not be loaded."""
 
 
+class UnsafeCheckpointError(CorruptCheckpointError):
+    """A checkpoint folder holds pickled files, which ibzoo never reads."""
+
+
 @dataclass
 class TrainerState:
-    """Where training stands; registered with ``accelerator.register_for_checkpointing`` so that it is
-    saved inside every checkpoint and restored by ``load_state``."""
+    """Where training stands; saved inside every checkpoint (``trainer.json``) and restored on resume."""
 
     epoch: int = 0  # completed epochs
     global_step: int = 0  # completed optimisation steps
@@ -61,7 +90,10 @@ class TrainerState:
         return asdict(self)
 
     def load_state_dict(self, state: dict[str, int]) -> None:
-        self.epoch, self.global_step = int(state["epoch"]), int(state["global_step"])
+        values = [state.get("epoch"), state.get("global_step")]
+        if not all(type(value) is int and value >= 0 for value in values):
+            raise ValueError(f"epoch and global_step must be counts (integers >= 0), got {values}.")
+        self.epoch, self.global_step = values
 
 
 def checkpoint_name(state: TrainerState, steps_per_epoch: int) -> str:
@@ -98,8 +130,13 @@ def check_output_dir(output_dir: Path, identity: dict[str, Any], resume: str) ->
         resume: "auto", "never" or a checkpoint path; "never" refuses a folder that holds checkpoints.
 
     Raises:
-        ValueError: The folder holds another run, or checkpoints that "never" would overwrite.
+        ValueError: The path is a file, or the folder holds another run, or checkpoints that "never" would
+            overwrite.
     """
+    if output_dir.exists() and not output_dir.is_dir():
+        raise ValueError(
+            f"--output-dir {output_dir} is a file, not a folder; pass a folder to write the run to."
+        )
     saved_file = output_dir / RUN_CONFIG_FILE
     if saved_file.is_file():
         try:
@@ -131,13 +168,64 @@ def write_run_config(output_dir: Path, run_config: dict[str, Any]) -> None:
         _write_text_atomically(output_dir / RUN_CONFIG_FILE, json.dumps(run_config, indent=2) + "\n")
 
 
-class CheckpointManager:
-    """Saves and restores ``accelerator``'s state (everything prepared or registered) in ``folder``."""
+def _rng_state() -> dict[str, Any]:
+    """This process's random states: what Accelerate's ``save_state`` records, as plain values and tensors."""
+    numpy_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [numpy_state[0], numpy_state[1].tolist(), *numpy_state[2:]],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
 
-    def __init__(self, accelerator: Accelerator, folder: Path, keep: int = 2) -> None:
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    name, key, *rest = state["numpy"]
+    np.random.set_state((name, np.asarray(key, dtype=np.uint32), *rest))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _same_keys(saved: Any, current: dict[str, Any], what: str) -> dict[str, Any]:
+    """``saved`` if it is a state dict with ``current``'s keys (a schedule or scaler of this run's kind)."""
+    if not isinstance(saved, dict) or set(saved) != set(current):
+        found = sorted(saved) if isinstance(saved, dict) else type(saved).__name__
+        raise StateFileError(f"the {what} state has keys {found}, not this run's {sorted(current)}.")
+    return saved
+
+
+class CheckpointManager:
+    """Saves and restores a run's model, optimiser, schedule, scaler, RNG and trainer state in ``folder``.
+
+    Args:
+        accelerator: The run's Accelerator (process layout, mixed-precision scaler, step counter).
+        folder: Where checkpoints go (``OUTPUT/checkpoints``).
+        keep: How many of the newest checkpoints to keep.
+        model: The prepared model; its unwrapped state dict is saved.
+        optimizer: The prepared optimiser.
+        scheduler: The prepared learning-rate schedule.
+        state: The run's TrainerState.
+    """
+
+    def __init__(
+        self,
+        accelerator: Accelerator,
+        folder: Path,
+        keep: int = 2,
+        *,
+        model: nn.Module,
+        optimizer: torch.optim.Optimizer,
+        scheduler: Any,
+        state: TrainerState,
+    ) -> None:
         if keep < 1:
             raise ValueError(f"keep={keep} must be >= 1: the newest checkpoint is always kept.")
         self.accelerator, self.folder, self.keep = accelerator, Path(folder), keep
+        self.model, self.optimizer, self.scheduler, self.state = model, optimizer, scheduler, state
 
     @staticmethod
     def complete_checkpoints(folder: Path) -> list[Path]:
@@ -146,17 +234,52 @@ class CheckpointManager:
             return []
         return sorted(path for path in folder.iterdir() if path.is_dir() and not path.name.startswith("."))
 
+    def _write(self, folder: Path) -> None:
+        """Write this process's share of a checkpoint into ``folder``: its RNG states, and on the main
+        process everything else (the replicas hold the same model and optimiser)."""
+        save_state_files(_rng_state(), folder, f"rng_state_{self.accelerator.process_index}")
+        if not self.accelerator.is_main_process:
+            return
+        model_state = self.accelerator.unwrap_model(self.model).state_dict()
+        tensors = {
+            key: value.detach().to("cpu", copy=True).contiguous() for key, value in model_state.items()
+        }
+        write_bytes(folder / "model.safetensors", save_safetensors_bytes(tensors, metadata={"format": "pt"}))
+        save_state_files(self.optimizer.state_dict(), folder, "optimizer")
+        save_state_files(self.scheduler.state_dict(), folder, "scheduler")
+        if self.accelerator.scaler is not None:
+            save_state_files(self.accelerator.scaler.state_dict(), folder, "scaler")
+        trainer = {**self.state.state_dict(), "accelerator_step": self.accelerator.step}
+        save_state_files(trainer, folder, "trainer")
+
     def save(self, name: str) -> Path:
         """Save the state as ``folder/name`` atomically, point ``latest`` at it and prune old ones.
 
-        A collective: call it on every process.
+        A collective: call it on every process. A write that fails removes the partial folder and keeps
+        the previous checkpoints; a full disk is reported as such.
         """
         final, tmp = self.folder / name, self.folder / f".{name}.tmp"
         if self.accelerator.is_main_process:
             self.folder.mkdir(parents=True, exist_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)  # left by a crash during an earlier save
+            tmp.mkdir()
         self.accelerator.wait_for_everyone()
-        self.accelerator.save_state(str(tmp))
+        try:
+            self._write(tmp)
+        except OSError as error:
+            shutil.rmtree(tmp, ignore_errors=True)
+            if error.errno != errno.ENOSPC:
+                raise
+            kept = self.latest()
+            kept_text = (
+                f"the last complete checkpoint {kept} kept" if kept else "no earlier checkpoint exists"
+            )
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device while writing checkpoint {final}: the partial folder was removed "
+                f"and {kept_text}. Free disk space (or lower --keep-checkpoints), then run the same command "
+                "again to continue.",
+            ) from error
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
             if final.exists():  # a corrupt checkpoint of the same step, skipped when resuming
@@ -177,10 +300,49 @@ class CheckpointManager:
         target = self.folder / pointer.read_text().strip()
         return target if target.is_dir() else None
 
+    def _read(self, path: Path) -> None:
+        pickles = sorted(p.name for p in path.iterdir() if p.name.endswith(PICKLE_SUFFIXES))
+        if pickles:
+            raise UnsafeCheckpointError(
+                f"Checkpoint {path} holds {', '.join(pickles)}: pickled files, which ibzoo never reads, "
+                "because unpickling runs any code a file names. An ibzoo checkpoint is JSON and safetensors "
+                "only (an older ibzoo wrote pickles). Resume from a checkpoint this ibzoo wrote, or start "
+                "over with --resume never and a new --output-dir."
+            )
+        model = self.accelerator.unwrap_model(self.model)
+        model_file = path / "model.safetensors"
+        if not model_file.is_file():
+            raise StateFileError(f"{model_file} is missing.")
+        weights = load_safetensors_bytes(model_file.read_bytes())
+        check_state_dict(weights, model.state_dict(), str(model_file))
+        trainer = load_state_files(path, "trainer")
+        optimizer = load_state_files(path, "optimizer")
+        scheduler = _same_keys(load_state_files(path, "scheduler"), self.scheduler.state_dict(), "schedule")
+        # A run resumed under another --mixed-precision (a resumable change) starts a fresh fp16 scaler.
+        scaler = self.accelerator.scaler if (path / "scaler.json").is_file() else None
+        scaler_state = (
+            _same_keys(load_state_files(path, "scaler"), scaler.state_dict(), "scaler") if scaler else None
+        )
+        rng = load_state_files(path, f"rng_state_{self.accelerator.process_index}")
+        step = trainer.pop("accelerator_step", None) if isinstance(trainer, dict) else None
+        if type(step) is not int or step < 0:
+            raise StateFileError(f"{path / 'trainer.json'} has no accelerator_step count.")
+        # Everything is read and checked: now restore.
+        model.load_state_dict(weights)
+        self.optimizer.load_state_dict(optimizer)
+        self.scheduler.load_state_dict(scheduler)
+        if scaler is not None:
+            scaler.load_state_dict(scaler_state)
+        _set_rng_state(rng)
+        self.state.load_state_dict(trainer)
+        self.accelerator.step = step
+
     def load(self, path: Path) -> None:
         """Restore the state saved in ``path``; CorruptCheckpointError names the folder and the remedy."""
         try:
-            self.accelerator.load_state(str(path))
+            self._read(Path(path))
+        except UnsafeCheckpointError:
+            raise
         except Exception as error:  # any failure to read a checkpoint means it cannot be used
             raise CorruptCheckpointError(
                 f"Checkpoint {path} could not be loaded ({type(error).__name__}: {error}). Delete that "
@@ -199,6 +361,11 @@ class CheckpointManager:
         if resume == "never":
             return None
         if resume != "auto":
+            if not Path(resume).is_dir():
+                raise CorruptCheckpointError(
+                    f"--resume {resume}: no such checkpoint folder; pass a folder under OUTPUT/checkpoints, "
+                    "or auto."
+                )
             self.load(Path(resume))
             return Path(resume)
         candidates = self.complete_checkpoints(self.folder)[::-1]

@@ -57,6 +57,7 @@ RESUMABLE_CHANGES = frozenset(
         "mixed_precision",
         "cpu",
         "compile",
+        "skip_bad_images",  # only ever changes a run that would otherwise have stopped
     }
 )
 _REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
@@ -119,6 +120,9 @@ class PretrainConfig:
     zero_init_last: bool = False
     """Start each residual block's last BatchNorm gamma at 0 (timm's default) instead of 1 (the reference's
     torchvision init, the zoo's); for ablations."""
+    skip_bad_images: bool = False
+    """An image that does not decode is replaced by the next one that does (with a warning naming its file),
+    instead of stopping the run with an error naming it."""
     online_classifier: bool = True
     """Train a linear classifier on detached backbone features alongside, when the data has labels."""
     online_classifier_lr: float = 0.1

@@ -14,17 +14,21 @@ the views are made batched on the accelerator by :class:`ibzoo.training.loop.Pre
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 import torch
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from ibzoo.augment import MultiViewTransform, build_decode_transform, build_pretrain_transform, collate
 from ibzoo.data import ImageDataset
 
 __all__ = ["EpochShuffleSampler", "SeededViews", "build_pretrain_loader", "sample_seed"]
+
+logger = logging.getLogger(__name__)
 
 
 def sample_seed(*keys: int) -> int:
@@ -59,15 +63,38 @@ class SeededViews(Dataset):
     (seed, epoch, index) inside ``torch.random.fork_rng``, so the caller's RNG is left untouched.
     """
 
-    def __init__(self, data: ImageDataset, transform: Callable[[Any], list[torch.Tensor]], seed: int) -> None:
+    def __init__(
+        self,
+        data: ImageDataset,
+        transform: Callable[[Any], list[torch.Tensor]],
+        seed: int,
+        skip_bad_images: bool = False,
+    ) -> None:
         self.data, self.transform, self.seed = data, transform, seed
+        self.skip_bad_images = skip_bad_images
 
     def __len__(self) -> int:
         return len(self.data.dataset)
 
     def __getitem__(self, key: tuple[int, int]) -> dict[str, Any]:
         epoch, index = key
-        row = self.data.dataset[index]
+        for attempt in range(len(self.data.dataset)):
+            row_index = (index + attempt) % len(self.data.dataset)
+            try:
+                return self._item(epoch, index, row_index)
+            except (OSError, SyntaxError, Image.DecompressionBombError) as error:  # what PIL raises
+                where = self.data.describe_image(row_index)
+                if not self.skip_bad_images:
+                    raise ValueError(
+                        f"Training {where} could not be decoded ({type(error).__name__}: {error}). Fix or "
+                        "remove that file, or pass --skip-bad-images to train on the next image instead."
+                    ) from error
+                # The next row stands in, the same one every epoch and on resume: the run stays exact.
+                logger.warning("Skipping training %s: it could not be decoded (%s).", where, error)
+        raise ValueError("No training image could be decoded.")
+
+    def _item(self, epoch: int, index: int, row_index: int) -> dict[str, Any]:
+        row = self.data.dataset[row_index]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(sample_seed(self.seed, epoch, index))
             item: dict[str, Any] = {"views": self.transform(row[self.data.image_column])}
@@ -89,6 +116,7 @@ def build_pretrain_loader(
     num_workers: int,
     pin_memory: bool,
     augment_on_device: bool = False,
+    skip_bad_images: bool = False,
 ) -> DataLoader:
     """The two-view pretraining DataLoader of one process, before ``accelerator.prepare``.
 
@@ -97,6 +125,8 @@ def build_pretrain_loader(
     The framework's view recipes come from :mod:`ibzoo.augment`. With ``augment_on_device`` the batches
     hold one uint8 (b, 3, S, S) tensor of decoded, centre-cropped images instead, for
     :func:`ibzoo.batched_augment.build_batched_pretrain_augment` to turn into views on the accelerator.
+    An image that does not decode stops training with an error naming it, or with ``skip_bad_images``
+    is replaced by the next row that decodes.
 
     Raises:
         ValueError: The data set holds fewer images than one global batch.
@@ -112,7 +142,7 @@ def build_pretrain_loader(
     else:
         transform = build_pretrain_transform(framework, image_size, mean, std)
     return DataLoader(
-        SeededViews(data, transform, seed),
+        SeededViews(data, transform, seed, skip_bad_images),
         batch_size=per_process_batch_size,
         sampler=EpochShuffleSampler(num_rows, global_batch_size, seed),
         drop_last=True,  # the sampler already yields whole batches; this keeps every rank's batch full

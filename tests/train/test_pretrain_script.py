@@ -257,7 +257,7 @@ def test_corrupt_checkpoints_stop_the_run_with_the_remedy(tiny_images, uninterru
     output_dir = tmp_path / "run"
     shutil.copytree(uninterrupted, output_dir)
     for checkpoint in (output_dir / "checkpoints").glob("epoch-*"):
-        (checkpoint / "optimizer.bin").write_bytes(b"truncated")
+        (checkpoint / "optimizer.safetensors").write_bytes(b"truncated")
     argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(output_dir)]
     with pytest.raises(CorruptCheckpointError, match=r"epoch-0002 could not be loaded .*Delete that folder"):
         load_script().main(argv)

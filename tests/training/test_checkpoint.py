@@ -19,7 +19,7 @@ from ibzoo.training.checkpoint import (
 
 
 class Run:
-    """A tiny model, optimiser and schedule prepared by a CPU Accelerator, with a registered TrainerState."""
+    """A tiny model, optimiser and schedule prepared by a CPU Accelerator, with a TrainerState."""
 
     def __init__(self, seed: int = 0) -> None:
         self.accelerator = Accelerator(cpu=True)
@@ -29,7 +29,17 @@ class Run:
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 / (1 + step))
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
         self.state = TrainerState()
-        self.accelerator.register_for_checkpointing(self.state)
+
+    def manager(self, folder, keep: int = 2) -> CheckpointManager:
+        return CheckpointManager(
+            self.accelerator,
+            folder,
+            keep,
+            model=self.model,
+            optimizer=self.optimizer,
+            scheduler=self.scheduler,
+            state=self.state,
+        )
 
     def train(self, steps: int) -> None:
         for _ in range(steps):
@@ -56,7 +66,7 @@ def assert_same(a: dict, b: dict) -> None:
 
 def saved_run(tmp_path, epochs: int = 2, keep: int = 2) -> tuple[Run, CheckpointManager, list[dict]]:
     run = Run()
-    manager = CheckpointManager(run.accelerator, tmp_path / "checkpoints", keep=keep)
+    manager = run.manager(tmp_path / "checkpoints", keep=keep)
     snapshots = []
     for _ in range(epochs):
         run.train(3)
@@ -72,27 +82,27 @@ def test_resume_restores_model_optimizer_schedule_and_trainer_state(tmp_path):
 
     fresh = Run(seed=1)
     assert fresh.state == TrainerState() and not fresh.optimizer.state
-    resumed = CheckpointManager(fresh.accelerator, manager.folder).resume("auto")
+    resumed = fresh.manager(manager.folder).resume("auto")
     assert resumed == manager.folder / "epoch-0002"
     assert_same(fresh.snapshot(), snapshots[-1])
     assert fresh.state == TrainerState(epoch=2, global_step=6)
 
     explicit = Run(seed=2)
-    CheckpointManager(explicit.accelerator, tmp_path / "elsewhere").resume(str(manager.folder / "epoch-0001"))
+    explicit.manager(tmp_path / "elsewhere").resume(str(manager.folder / "epoch-0001"))
     assert_same(explicit.snapshot(), snapshots[0])
-    assert CheckpointManager(Run().accelerator, tmp_path / "empty").resume("auto") is None
+    assert Run().manager(tmp_path / "empty").resume("auto") is None
 
 
 def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
     run, manager, snapshots = saved_run(tmp_path, epochs=1)
-    original_save_state = run.accelerator.save_state
+    original_write = manager._write
 
-    def crash_halfway(output_dir):
-        original_save_state(output_dir)
-        (manager.folder / ".epoch-0002.tmp" / "optimizer.bin").write_bytes(b"half")
+    def crash_halfway(folder):
+        original_write(folder)
+        (folder / "optimizer.safetensors").write_bytes(b"half")
         raise OSError("disk full")
 
-    monkeypatch.setattr(run.accelerator, "save_state", crash_halfway)
+    monkeypatch.setattr(manager, "_write", crash_halfway)
     run.train(3)
     run.state.epoch += 1
     with pytest.raises(OSError, match="disk full"):
@@ -101,9 +111,7 @@ def test_crash_while_saving_keeps_the_previous_checkpoint(tmp_path, monkeypatch)
     assert manager.complete_checkpoints(manager.folder) == [manager.folder / "epoch-0001"]
 
     fresh = Run(seed=1)
-    assert (
-        CheckpointManager(fresh.accelerator, manager.folder).resume("auto") == manager.folder / "epoch-0001"
-    )
+    assert fresh.manager(manager.folder).resume("auto") == manager.folder / "epoch-0001"
     assert_same(fresh.snapshot(), snapshots[0])
     # The next save clears the half-written folder.
     monkeypatch.undo()
@@ -118,17 +126,17 @@ def test_corrupt_checkpoint_falls_back_to_an_older_one_with_a_warning(tmp_path, 
 
     fresh = Run(seed=1)
     with caplog.at_level(logging.WARNING, logger="ibzoo.training.checkpoint"):
-        resumed = CheckpointManager(fresh.accelerator, manager.folder).resume("auto")
+        resumed = fresh.manager(manager.folder).resume("auto")
     assert resumed == manager.folder / "epoch-0001"
     assert_same(fresh.snapshot(), snapshots[0])
     assert f"Checkpoint {newest} could not be loaded" in caplog.text and "older checkpoint" in caplog.text
 
     # Asked for by path, a corrupt checkpoint is an error, not a fallback.
     with pytest.raises(CorruptCheckpointError, match=rf"{newest} could not be loaded .*Delete that folder"):
-        CheckpointManager(Run().accelerator, manager.folder).resume(str(newest))
-    (manager.folder / "epoch-0001" / "optimizer.bin").unlink()
+        Run().manager(manager.folder).resume(str(newest))
+    (manager.folder / "epoch-0001" / "optimizer.json").unlink()
     with pytest.raises(CorruptCheckpointError, match=r"No checkpoint .* could be loaded") as error:
-        CheckpointManager(Run().accelerator, manager.folder).resume("auto")
+        Run().manager(manager.folder).resume("auto")
     assert "epoch-0001" in str(error.value) and "epoch-0002" in str(error.value)
 
 
@@ -136,9 +144,7 @@ def test_a_dangling_latest_pointer_falls_back_to_the_newest_folder(tmp_path):
     _, manager, snapshots = saved_run(tmp_path)
     (manager.folder / LATEST_FILE).write_text("epoch-0009\n")
     fresh = Run(seed=1)
-    assert (
-        CheckpointManager(fresh.accelerator, manager.folder).resume("auto") == manager.folder / "epoch-0002"
-    )
+    assert fresh.manager(manager.folder).resume("auto") == manager.folder / "epoch-0002"
     assert_same(fresh.snapshot(), snapshots[-1])
 
 
@@ -146,8 +152,8 @@ def test_only_the_newest_checkpoints_are_kept(tmp_path):
     _, manager, _ = saved_run(tmp_path, epochs=4, keep=2)
     assert [p.name for p in manager.complete_checkpoints(manager.folder)] == ["epoch-0003", "epoch-0004"]
     with pytest.raises(ValueError, match="keep=0"):
-        CheckpointManager(manager.accelerator, manager.folder, keep=0)
-    assert CheckpointManager(manager.accelerator, manager.folder).resume("never") is None
+        Run().manager(manager.folder, keep=0)
+    assert Run().manager(manager.folder).resume("never") is None
 
 
 def test_checkpoint_names_sort_in_training_order():

@@ -1,0 +1,596 @@
+"""A catalogue of bad inputs and the messages they get (issue 12: nothing runs code from a file, and
+every bad input is named).
+
+Each test hands ibzoo something a hostile or careless user could: a crafted pickle, corrupt or mismatched
+weights, a broken config, a bad image, a full disk, a Hub that fails. It asserts the error names the file
+or value and says what to do, and, for pickles, that the payload never ran.
+
+The crafted pickles are armed: ``test_the_crafted_pickle_runs_its_payload_when_unpickled`` shows that
+``torch.load`` would create the marker file, so a marker that stays absent proves nothing was unpickled.
+"""
+
+import errno
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+import torch
+from accelerate import Accelerator
+from huggingface_hub import HfApi, hf_hub_download
+from huggingface_hub.errors import HfHubHTTPError
+from safetensors.torch import load_file, save_file
+from timm.models import save_for_hf
+from torch import nn
+
+import ibzoo
+from ibzoo.data import DataConfig, load_image_dataset
+from ibzoo.hub import CheckpointError, PretrainedWeightsUnavailableError, push_to_hub
+from ibzoo.model_card import render_model_card
+from ibzoo.projectors import ProjectorConfig
+from ibzoo.testing.hub_storage import HubError, HubStorage
+from ibzoo.testing.images import brightness_images, save_brightness_dataset
+from ibzoo.testing.scripts import load_train_script
+from ibzoo.training.checkpoint import (
+    CheckpointManager,
+    CorruptCheckpointError,
+    TrainerState,
+    UnsafeCheckpointError,
+)
+from ibzoo.training.loader import SeededViews
+
+TINY = "test_resnet"  # timm's smallest ResNet: a few thousand parameters
+
+
+class _Payload:
+    """Unpickling this creates ``marker``: a stand-in for any code an attacker would run."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def crafted_pickle(path: Path, marker: Path) -> Path:
+    """Write a torch.save file at ``path`` whose unpickling creates ``marker``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save({"conv1.weight": _Payload(marker)}, path)
+    return path
+
+
+@pytest.fixture
+def marker(tmp_path: Path) -> Path:
+    path = tmp_path / "payload-ran"
+    yield path
+    assert not path.exists(), "a crafted pickle was unpickled: its payload ran"
+
+
+def test_the_crafted_pickle_runs_its_payload_when_unpickled(tmp_path):
+    marker = tmp_path / "armed"
+    torch.load(crafted_pickle(tmp_path / "model.bin", marker), weights_only=False)
+    assert marker.exists()  # so the marker fixture's check below means something
+
+
+# --- Code execution: resuming a pretraining run --------------------------------------------------------
+
+
+def _manager(folder: Path) -> CheckpointManager:
+    accelerator = Accelerator(cpu=True)
+    model = nn.Linear(2, 2)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
+    return CheckpointManager(
+        accelerator, folder, model=model, optimizer=optimizer, scheduler=scheduler, state=TrainerState()
+    )
+
+
+def test_resume_path_with_accelerates_pickled_trainer_state_is_refused(tmp_path, marker):
+    """What Accelerate's register_for_checkpointing wrote, and load_state read with weights_only=False."""
+    checkpoint = tmp_path / "run" / "checkpoints" / "epoch-0001"
+    crafted_pickle(checkpoint / "custom_checkpoint_0.pkl", marker)
+    with pytest.raises(UnsafeCheckpointError, match=r"holds custom_checkpoint_0\.pkl: pickled files, which"):
+        _manager(tmp_path / "run" / "checkpoints").resume(str(checkpoint))
+
+
+def test_resume_auto_with_pickles_beside_a_good_checkpoint_is_refused(tmp_path, marker):
+    """RNG states, optimiser, schedule, sampler and scaler were pickles too; none is read."""
+    folder = tmp_path / "checkpoints"
+    good = _manager(folder).save("epoch-0001")
+    for name in ("random_states_0.pkl", "optimizer.bin", "scheduler.bin", "sampler.bin", "scaler.pt"):
+        crafted_pickle(good / name, marker)
+    with pytest.raises(CorruptCheckpointError, match=r"No checkpoint .* could be loaded") as error:
+        _manager(folder).resume("auto")
+    assert "optimizer.bin, random_states_0.pkl, sampler.bin, scaler.pt, scheduler.bin" in str(error.value)
+    assert "unpickling runs any code" in str(error.value)
+
+
+def test_a_checkpoint_is_json_and_safetensors_only(tmp_path):
+    checkpoint = _manager(tmp_path).save("epoch-0001")
+    assert {path.suffix for path in checkpoint.iterdir()} == {".json", ".safetensors"}
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ('{"t": {"__tensor__": "t9"}}', r"optimizer\.json names a tensor 't9' that its \.safetensors lacks"),
+        ('{"t": {"__items__": [[1]]}}', r"optimizer\.json holds a malformed __items__ entry"),
+        ('{"t": {"__items__": [[[1], 2]]}}', r"optimizer\.json holds a dict key that is a list"),
+        ("{oops", r"optimizer\.json is not valid JSON"),
+    ],
+)
+def test_a_tampered_checkpoint_json_is_named(tmp_path, content, message):
+    checkpoint = _manager(tmp_path).save("epoch-0001")
+    (checkpoint / "optimizer.json").write_text(content)
+    with pytest.raises(CorruptCheckpointError, match=message):
+        _manager(tmp_path).resume(str(checkpoint))
+
+
+# --- Code execution: pickled weights, through every entry ----------------------------------------------
+
+
+@pytest.fixture
+def pickle_only_folder(tmp_path, marker) -> Path:
+    """A timm folder (config.json) whose weights are only a crafted pytorch_model.bin."""
+    folder = tmp_path / "pickled"
+    save_for_hf(timm.create_model(TINY), folder, safe_serialization=False)
+    crafted_pickle(folder / "pytorch_model.bin", marker)
+    assert not (folder / "model.safetensors").exists()
+    return folder
+
+
+PICKLE_REFUSED = r"pytorch_model\.bin holds weights as a pickle, which ibzoo never reads: unpickling"
+
+
+def test_local_dir_with_only_pytorch_model_bin_is_refused(pickle_only_folder):
+    with pytest.raises(CheckpointError, match=PICKLE_REFUSED):
+        ibzoo.create_model(f"local-dir:{pickle_only_folder}", pretrained=True)
+
+
+def test_pretraining_model_from_a_pickle_only_folder_is_refused(pickle_only_folder):
+    with pytest.raises(CheckpointError, match=PICKLE_REFUSED):
+        ibzoo.create_pretraining_model(
+            f"local-dir:{pickle_only_folder}", pretrained=True, framework="simclr", projector="mlp"
+        )
+
+
+def test_pretrained_cfg_overlay_file_that_is_a_pickle_is_refused(pickle_only_folder):
+    with pytest.raises(CheckpointError, match=PICKLE_REFUSED):
+        ibzoo.create_model(
+            TINY,
+            pretrained=True,
+            pretrained_cfg_overlay=dict(file=str(pickle_only_folder / "pytorch_model.bin")),
+        )
+
+
+def test_checkpoint_path_that_is_a_pickle_is_refused(pickle_only_folder):
+    with pytest.raises(CheckpointError, match=PICKLE_REFUSED):
+        ibzoo.create_model(TINY, checkpoint_path=str(pickle_only_folder / "pytorch_model.bin"))
+
+
+def test_hub_repo_with_only_pytorch_model_bin_is_refused(pickle_only_folder, local_hub):
+    repo_id = HfApi().create_repo("someone/pickled-resnet", exist_ok=True).repo_id
+    HfApi().upload_folder(repo_id=repo_id, folder_path=pickle_only_folder)
+    message = r"has no model\.safetensors\. .*never from pytorch_model\.bin or other pickles"
+    with pytest.raises(PretrainedWeightsUnavailableError, match=message):
+        ibzoo.create_model(f"hf-hub:{repo_id}", pretrained=True)
+    with pytest.raises(PretrainedWeightsUnavailableError, match=message):
+        timm_name = "hf-hub:" + repo_id
+        ibzoo.create_pretraining_model(timm_name, pretrained=True, framework="simclr", projector="mlp")
+
+
+@pytest.mark.parametrize(
+    "overlay",
+    [
+        {"hf_hub_id": "", "url": "https://example.com/resnet.pth"},  # timm weights hosted as a pickle
+        {"hf_hub_id": "org/repo", "hf_hub_filename": "weights.pth"},
+        {"file": "weights.npz", "custom_load": True},
+    ],
+)
+def test_timm_sources_that_are_pickles_are_refused_before_any_download(overlay, local_hub):
+    sent = len(local_hub.requests)
+    with pytest.raises(CheckpointError, match="as a pickle, which ibzoo never reads"):
+        ibzoo.create_model(TINY, pretrained=True, pretrained_cfg_overlay=overlay)
+    assert len(local_hub.requests) == sent
+
+
+def test_evaluate_and_finetune_scripts_refuse_pickled_weights(pickle_only_folder, tmp_path):
+    dataset = save_brightness_dataset(tmp_path / "data", 4, 2, num_classes=2)
+    data = ["--data.dataset", str(dataset), "--cpu", "--num-workers", "0"]
+    with pytest.raises(CheckpointError, match=PICKLE_REFUSED):
+        load_train_script("evaluate").main(["--model", f"local-dir:{pickle_only_folder}", *data])
+    with pytest.raises(CheckpointError, match=PICKLE_REFUSED):
+        load_train_script("finetune").main(
+            ["--checkpoint", str(pickle_only_folder), *data, "--output-dir", str(tmp_path / "out")]
+        )
+
+
+def test_a_projector_saved_as_a_pickle_is_refused(tmp_path, marker):
+    model = ibzoo.create_pretraining_model(TINY, framework="simclr", projector="mlp")
+    folder = ibzoo.hub.save_pretrained(model, tmp_path / "model", model_name="mine")
+    (folder / "projector.safetensors").unlink()
+    crafted_pickle(folder / "projector.bin", marker)
+    with pytest.raises(CheckpointError, match=r"projector\.bin holds weights as a pickle"):
+        ibzoo.create_pretraining_model(f"local-dir:{folder}", pretrained=True)
+
+
+# --- Silent wrong results: weights that would load wrongly ---------------------------------------------
+
+
+@pytest.fixture
+def timm_folder(tmp_path) -> Path:
+    """A plain timm folder (config.json + model.safetensors) of the tiny ResNet."""
+    folder = tmp_path / "timm"
+    save_for_hf(timm.create_model(TINY), folder, safe_serialization=True)
+    return folder
+
+
+def _rewrite_weights(path: Path, change) -> None:
+    tensors = load_file(path)
+    save_file({key: change(key, value) for key, value in tensors.items()}, path)
+
+
+def test_integer_tensor_for_a_float_parameter_is_refused_naming_it(timm_folder):
+    _rewrite_weights(
+        timm_folder / "model.safetensors",
+        lambda key, value: value.to(torch.int32) if key == "conv1.0.weight" else value,
+    )
+    message = r"Tensor 'conv1\.0\.weight' of .*safetensors is torch\.int32, but the model's is torch\.float32"
+    with pytest.raises(CheckpointError, match=message):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+
+
+def test_non_finite_weights_are_refused_naming_the_tensor(timm_folder):
+    _rewrite_weights(
+        timm_folder / "model.safetensors",
+        lambda key, value: torch.full_like(value, float("nan")) if key == "fc.bias" else value,
+    )
+    with pytest.raises(CheckpointError, match=r"Tensor 'fc\.bias' of .* holds NaN or infinite values"):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+
+
+def test_a_lossless_float16_cast_is_reported_and_a_rounding_one_too(timm_folder):
+    path = timm_folder / "model.safetensors"
+    _rewrite_weights(path, lambda key, value: value.half() if value.is_floating_point() else value)
+    with pytest.warns(
+        UserWarning, match=r"stored as torch\.float16 and load as the model's torch\.float32, a lossless"
+    ):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+    _rewrite_weights(path, lambda key, value: value.double() + 1e-12 if value.is_floating_point() else value)
+    with pytest.warns(UserWarning, match=r"stored as torch\.float64 .* rounding \d+ of them \(first: '"):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+
+
+def test_a_checkpoint_with_nan_weights_is_refused_naming_the_tensor(tmp_path):
+    manager = _manager(tmp_path)
+    checkpoint = manager.save("epoch-0001")
+    _rewrite_weights(checkpoint / "model.safetensors", lambda key, value: value * float("inf"))
+    with pytest.raises(
+        CorruptCheckpointError, match=r"Tensor '(weight|bias)' of .*model\.safetensors holds NaN"
+    ):
+        _manager(tmp_path).resume(str(checkpoint))
+
+
+# --- Silent wrong results: configs ---------------------------------------------------------------------
+
+
+def _edit_config(folder: Path, change) -> None:
+    path = folder / "config.json"
+    path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+
+def test_create_model_refuses_a_config_from_a_newer_ibzoo(timm_folder):
+    _edit_config(timm_folder, lambda config: {**config, "ibzoo": {"version": "99.0.0"}})
+    with pytest.raises(CheckpointError, match=r"written by ibzoo 99\.0\.0, newer than the installed ibzoo"):
+        ibzoo.create_model(f"local-dir:{timm_folder}")
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{not json", r"config\.json of folder .*timm'.* is not valid JSON \(Expecting property name"),
+        ("[1, 2]", r"is not a timm model config: it is a JSON list\. Re-save"),
+        ('{"architecture": "test_resnet", "pretrained_cfg": "x"}', r"'pretrained_cfg' is a str, not a dict"),
+        ('{"pretrained_cfg": {}}', r"is not a timm model config: it has no 'architecture'"),
+    ],
+)
+def test_an_invalid_config_json_is_named(timm_folder, content, message):
+    (timm_folder / "config.json").write_text(content)
+    with pytest.raises(CheckpointError, match=message):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+
+
+def test_a_projector_file_that_does_not_fit_its_config_is_named(tmp_path):
+    small = ibzoo.create_pretraining_model(TINY, framework="simclr", projector="mlp")
+    folder = ibzoo.hub.save_pretrained(small, tmp_path / "model", model_name="mine")
+    other = ibzoo.create_pretraining_model(TINY, framework="simclr", projector="fsq")
+    save_file(other.projector.state_dict(), folder / "projector.safetensors")
+    with pytest.raises(
+        CheckpointError, match=r"projector\.safetensors does not fit the projector that .*describes"
+    ):
+        ibzoo.create_pretraining_model(f"local-dir:{folder}", pretrained=True)
+
+
+# --- Silent wrong results: publishing ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def ibzoo_folder(tmp_path_factory) -> Path:
+    """A Hub-ready folder of an untagged zoo name trained on the user's own (local) data."""
+    torch.manual_seed(0)
+    model = ibzoo.create_pretraining_model(
+        "resnet18_cifar_simclr_mlp", projector_config=ProjectorConfig(hidden_features=(16,), out_features=8)
+    )
+    return ibzoo.hub.save_pretrained(
+        model,
+        tmp_path_factory.mktemp("own") / "model",
+        model_name="resnet18_cifar_simclr_mlp",
+        train_config={"data": {"dataset": "data/my-photos"}},
+    )
+
+
+def _copy(folder: Path, tmp_path: Path) -> Path:
+    return Path(shutil.copytree(folder, tmp_path / "copy"))
+
+
+def test_push_refuses_a_truncated_folder_before_anything_is_sent(ibzoo_folder, tmp_path, local_hub):
+    folder = _copy(ibzoo_folder, tmp_path)
+    weights = folder / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    sent = len(local_hub.requests)
+    with pytest.raises(
+        CheckpointError, match=r"copy cannot be published, it does not load: .*truncated or corrupt"
+    ):
+        push_to_hub(folder, "me/truncated")
+    assert len(local_hub.requests) == sent
+
+
+def test_push_refuses_a_config_from_a_newer_ibzoo(ibzoo_folder, tmp_path, local_hub):
+    folder = _copy(ibzoo_folder, tmp_path)
+    _edit_config(folder, lambda config: {**config, "ibzoo": {**config["ibzoo"], "version": "99.1"}})
+    with pytest.raises(CheckpointError, match=r"cannot be published, .* written by ibzoo 99\.1, newer"):
+        push_to_hub(folder, "me/newer")
+
+
+def test_push_with_a_bad_repo_id_names_it(ibzoo_folder):
+    with pytest.raises(ValueError, match=r"'not a repo/id\?' is not a Hub repo id \('org/name'\)"):
+        push_to_hub(ibzoo_folder, "not a repo/id?")
+
+
+def test_card_of_an_untagged_model_names_it_and_its_repo_not_the_zoos(ibzoo_folder, local_hub):
+    card = (ibzoo_folder / "README.md").read_text()
+    assert "cifar10" not in card and "ibzoo/resnet18" not in card
+    assert 'create_model("hf-hub:YOUR_ORG/resnet18_cifar_simclr_mlp", pretrained=True)' in card
+    push_to_hub(ibzoo_folder, "me/own-encoder")
+    pushed = Path(hf_hub_download("me/own-encoder", "README.md")).read_text()
+    assert 'create_model("hf-hub:me/own-encoder", pretrained=True)' in pushed and "YOUR_ORG" not in pushed
+    assert "model_name: own-encoder" in pushed
+    assert (ibzoo_folder / "README.md").read_text() == card  # the folder is left as it was
+
+
+def test_card_fields_are_escaped(ibzoo_folder):
+    config = json.loads((ibzoo_folder / "config.json").read_text())
+    evil = "photos\n# Fake heading\n<script>alert(1)</script> | [link](https://evil)"
+    config["ibzoo"] |= {"dataset": evil, "model_name": evil, "results": {evil: 1.0}}
+    config["ibzoo"]["train_config"] = {"data": {evil: evil}}
+    config["ibzoo"]["benchmark"] = {"description": evil, "table": f"| a | b |\n|---|---|\n{evil}"}
+    text = render_model_card(config, repo_id="me/x").text
+    outside_code = re.sub(r"`[^`\n]*`", "", text)  # a code span shows HTML as text
+    assert "<script>" not in outside_code and "&lt;script&gt;" in outside_code
+    assert not re.search(r"^# Fake", text, flags=re.MULTILINE)
+    assert "[link](https://evil)" not in outside_code and "\\[link\\]" in outside_code
+    with pytest.raises(ValueError, match=r"repo_id 'me/x\\n# h' is not a Hub repo id"):
+        render_model_card(config, repo_id="me/x\n# h")
+
+
+def test_the_push_script_reports_a_broken_folder_in_one_line(ibzoo_folder, tmp_path):
+    folder = _copy(ibzoo_folder, tmp_path)
+    (folder / "config.json").write_text("{broken")
+    with pytest.raises(SystemExit, match=r"config\.json of folder .*copy.* is not valid JSON .*re-save"):
+        load_train_script("push_to_hub").main([str(folder)])
+    with pytest.raises(
+        SystemExit, match=r"^push_to_hub\.py: error: Cannot push .* 'bad id' is not a Hub repo id"
+    ):
+        load_train_script("push_to_hub").main([str(ibzoo_folder), "--repo-id", "bad id"])
+
+
+# --- Errors that name the value and what to do ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "error", "message"),
+    [
+        (None, {}, TypeError, r"model_name must be a model name such as .* got None"),
+        (TINY, {"num_classes": "10"}, TypeError, r"num_classes='10' must be an integer, not a str"),
+        (TINY, {"in_chans": "3"}, TypeError, r"in_chans='3' must be an integer, not a str"),
+        (TINY, {"num_classes": -3}, ValueError, r"num_classes=-3 must be >= 0"),
+        (TINY, {"in_chans": 0}, ValueError, r"in_chans=0 must be >= 1"),
+    ],
+)
+def test_create_model_arguments_of_the_wrong_type_or_range(name, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ibzoo.create_model(name, **kwargs)
+
+
+def test_did_you_mean_lists_each_name_once():
+    with pytest.raises(KeyError, match="Did you mean") as error:
+        ibzoo.create_model("resnet18_cifar_simclr_topq")
+    suggestions = str(error.value).split("Did you mean ")[1].rstrip("?'\"").split(", ")
+    assert "resnet18_cifar_simclr_topk" in suggestions and len(suggestions) == len(set(suggestions))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "given"),
+    [({"features_only": True}, "features_only=True"), ({"global_pool": ""}, "global_pool=''")],
+)
+def test_pretraining_model_without_pooled_features_is_refused_at_construction(kwargs, given):
+    with pytest.raises(ValueError, match=rf"{re.escape(given)}\): the projector needs pooled features"):
+        ibzoo.create_pretraining_model(TINY, framework="simclr", projector="mlp", **kwargs)
+
+
+def test_hub_repo_id_that_is_not_one_is_named(local_hub):
+    with pytest.raises(ValueError, match=r"'not a/valid repo!' is not a valid Hub repo id"):
+        ibzoo.create_model("hf-hub:not a/valid repo!", pretrained=True)
+
+
+def test_a_hub_server_error_is_not_reported_as_unreachable(local_hub, monkeypatch):
+    def fail(*args, **kwargs):
+        raise OSError("the server broke")
+
+    monkeypatch.setattr(HubStorage, "get_commit", fail)  # the local Hub answers every lookup with a 500
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)  # no back-off
+    with pytest.raises(
+        PretrainedWeightsUnavailableError, match=r"answered HTTP 500, a server error, .*try again later"
+    ):
+        ibzoo.create_model("hf-hub:me/server-error", pretrained=True)
+
+
+def test_a_push_the_hub_refuses_is_not_worth_repeating(ibzoo_folder, local_hub, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise HubError(400, "Invalid commit: the file is too large")
+
+    monkeypatch.setattr(HubStorage, "commit", refuse)
+    with pytest.raises(
+        ConnectionError, match=r"the Hub refused the request: .*fails alike: fix what the Hub names"
+    ):
+        push_to_hub(ibzoo_folder, "me/refused")
+
+
+def test_a_truncated_local_overlay_file_is_named_without_blaming_the_hub(ibzoo_folder, tmp_path):
+    weights = _copy(ibzoo_folder, tmp_path) / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:5000])
+    with pytest.raises(CheckpointError, match=rf"{re.escape(str(weights))} is truncated or corrupt") as error:
+        ibzoo.create_model(
+            "resnet18_cifar_simclr_mlp", pretrained=True, pretrained_cfg_overlay=dict(file=str(weights))
+        )
+    assert "Re-save" in str(error.value) and "Hub" not in str(error.value) and "cache" not in str(error.value)
+
+
+def test_one_missing_tensor_is_named_not_blamed_on_another_model(timm_folder):
+    tensors = load_file(timm_folder / "model.safetensors")
+    del tensors["fc.bias"]
+    save_file(tensors, timm_folder / "model.safetensors")
+    message = r"do not fit 'local-dir:.*', the architecture its config\.json names \(.*fc\.bias.*A few keys"
+    with pytest.raises(CheckpointError, match=message):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+
+
+# --- Training: the command line, the output folder, a full disk ----------------------------------------
+
+PRETRAIN = ["--model", "resnet18_cifar_simclr_mlp", "--data.dataset", "data/unused", "--cpu"]
+
+
+def test_a_settings_mistake_is_one_argparse_style_line(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        load_train_script("pretrain").main([*PRETRAIN, "--output-dir", str(tmp_path), "--epochs", "2"])
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        "pretrain.py: error: optimizer.warmup_epochs=10 exceeds epochs=2; lower --optimizer.warmup-epochs "
+        "or raise --epochs."
+    )
+
+
+def test_an_output_dir_that_is_a_file_is_named(tmp_path):
+    output = tmp_path / "output.txt"
+    output.write_text("notes")
+    with pytest.raises(ValueError, match=r"--output-dir .*output\.txt is a file, not a folder"):
+        load_train_script("pretrain").main([*PRETRAIN, "--output-dir", str(output)])
+    assert output.read_text() == "notes"
+
+
+def test_a_full_disk_during_a_checkpoint_write_keeps_the_last_good_one(tmp_path, monkeypatch):
+    manager = _manager(tmp_path)
+    manager.save("epoch-0001")
+
+    def disk_full(path: Path, data: bytes) -> None:
+        path.write_bytes(data[: len(data) // 2])
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("ibzoo.training.state_files.write_bytes", disk_full)
+    monkeypatch.setattr("ibzoo.training.checkpoint.write_bytes", disk_full)
+    message = r"No space left on device while writing checkpoint .*epoch-0002: the partial folder was removed"
+    with pytest.raises(OSError, match=message + r" and the last complete checkpoint .*epoch-0001 kept"):
+        manager.save("epoch-0002")
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["epoch-0001", "latest"]
+    assert manager.latest() == tmp_path / "epoch-0001"
+
+
+# --- Training data -------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def folder_with_a_broken_image(tmp_path) -> Path:
+    """An image folder of two classes: three good PNGs and one file that is not an image."""
+    images, _ = brightness_images(3, 2, size=8)
+    for index, image in enumerate(images):
+        (tmp_path / "images" / f"class{index % 2}").mkdir(parents=True, exist_ok=True)
+        image.save(tmp_path / "images" / f"class{index % 2}" / f"{index}.png")
+    (tmp_path / "images" / "class1" / "broken.png").write_bytes(b"\x89PNG not really")
+    return tmp_path / "images"
+
+
+def _views_of_every_row(folder: Path, skip_bad_images: bool) -> list:
+    data = load_image_dataset(DataConfig(dataset=str(folder), eval_split=None), "train")
+    views = SeededViews(data, lambda image: [torch.tensor(np.array(image))], 0, skip_bad_images)
+    return [views[(0, index)] for index in range(len(views))]
+
+
+def test_an_undecodable_training_image_is_named(folder_with_a_broken_image):
+    with pytest.raises(
+        ValueError,
+        match=r"Training image \d \(.*class1/broken\.png\) could not be decoded .*--skip-bad-images",
+    ):
+        _views_of_every_row(folder_with_a_broken_image, skip_bad_images=False)
+
+
+def test_bad_images_can_be_skipped_by_choice(folder_with_a_broken_image, caplog):
+    items = _views_of_every_row(folder_with_a_broken_image, skip_bad_images=True)
+    assert len(items) == 4 and all(item["views"][0].shape == (8, 8) for item in items)
+    assert re.search(r"Skipping training image \d \(.*broken\.png\): it could not be decoded", caplog.text)
+
+
+def test_class_folders_without_images_are_named(tmp_path):
+    (tmp_path / "images" / "cats").mkdir(parents=True)
+    (tmp_path / "images" / "cats" / "notes.txt").write_text("no images here")
+    with pytest.raises(
+        FileNotFoundError, match=r"images holds no images that datasets can read: an image folder"
+    ):
+        load_image_dataset(DataConfig(dataset=str(tmp_path / "images")), "train")
+
+
+# --- The local Hub (a test utility) refuses what the Hub refuses ---------------------------------------
+
+
+@pytest.mark.parametrize("path", ["../outside.txt", "/etc/passwd", "a/../../b", "a//b", "./a", "a\\..\\b"])
+def test_local_hub_refuses_file_paths_outside_the_repo(tmp_path, path):
+    storage = HubStorage(tmp_path)
+    storage.create_repo("model", "me/paths")
+    entry = storage.put_blob("model", "me/paths", b"data")
+    with pytest.raises(HubError, match=r"Invalid file path .*relative, without '\.' or '\.\.'") as error:
+        storage.commit("model", "me/paths", "main", "bad path", {path: entry})
+    assert error.value.status == 400
+    with pytest.raises(HubError, match="Invalid file path"):
+        storage.commit("model", "me/paths", "main", "bad deletion", {}, [path])
+    assert storage.get_commit("model", "me/paths", "main").files == {}
+
+
+@pytest.mark.parametrize("branch", ["../main", "/abs", "a..b", "x/", "-x", ".hidden", "v1.lock", "a b"])
+def test_local_hub_refuses_bad_branch_names(tmp_path, branch):
+    storage = HubStorage(tmp_path)
+    storage.create_repo("model", "me/branches")
+    with pytest.raises(HubError, match=r"Invalid branch name"):
+        storage.create_branch("model", "me/branches", branch)
+    assert list(storage.branches("model", "me/branches")) == ["main"]
+    storage.create_branch("model", "me/branches", "release/v1.0")  # an ordinary one is fine
+
+
+def test_local_hub_answers_a_bad_branch_name_with_400(local_hub):
+    repo_id = HfApi().create_repo("me/bad-branch", exist_ok=True).repo_id
+    with pytest.raises(HfHubHTTPError, match=r"Invalid branch name '\.\./main'") as error:
+        HfApi().create_branch(repo_id, branch="../main")
+    assert error.value.response.status_code == 400

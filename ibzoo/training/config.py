@@ -84,7 +84,8 @@ class PretrainConfig:
     data: DataConfig
     """The pretraining images (its train_split) and their columns."""
     output_dir: str
-    """Folder for run_config.json, checkpoints/, log.jsonl, tensorboard/ and the final model/."""
+    """Folder for run_config.json, checkpoints/, log.jsonl, tensorboard/ and the final model/; its name
+    names the run in the trackers."""
     projector: ProjectorConfig | None = None
     """The bottleneck projector; default: the model's recipe."""
     objective: ObjectiveConfig | None = None

@@ -16,6 +16,7 @@ whole uint8 batches from :func:`build_decode_transform`, on the accelerator or i
 it is also faster than this per-sample path.
 """
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +34,10 @@ SMALL_IMAGE_SIZE = 64
 # Solarization inverts pixels at or above 128 of 255, as PIL's ImageOps.solarize does by default.
 SOLARIZE_THRESHOLD = 128
 BLUR_SIGMA = (0.1, 2.0)
+# The one resize interpolation of the zoo: the training views' (RandomResizedCrop's default here, roi_align
+# in ibzoo.batched_augment), declared by every pretrained config, so that evaluation and a user's
+# timm.data.create_transform resize as training did.
+INTERPOLATION = "bilinear"
 
 
 @dataclass(frozen=True)
@@ -146,18 +151,24 @@ def build_pretrain_transform(
 
 
 def build_eval_transform(
-    image_size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float | None = None
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_pct: float | None = None,
+    interpolation: str = INTERPOLATION,
 ) -> v2.Compose:
     """Deterministic evaluation preprocessing: PIL image -> (3, S, S) float32 normalised tensor.
 
-    The shorter side is resized to S / crop_pct and the centre S x S kept. ``crop_pct`` defaults to
-    1.0 (resize only) up to SMALL_IMAGE_SIZE and to timm's 0.875 above; pass the model's own value.
+    The shorter side is resized to floor(S / crop_pct) with ``interpolation`` and the centre S x S kept,
+    as ``timm.data.create_transform`` does for the same data config. ``crop_pct`` defaults to 1.0 (resize
+    only) up to SMALL_IMAGE_SIZE and to timm's 0.875 above; pass the model's own value.
     """
     if crop_pct is None:
         crop_pct = 1.0 if image_size <= SMALL_IMAGE_SIZE else 0.875
     if not 0.0 < crop_pct <= 1.0:
         raise ValueError(f"build_eval_transform: crop_pct={crop_pct!r} must lie in (0, 1].")
-    resize = v2.Resize(round(image_size / crop_pct), antialias=True)
+    mode = v2.InterpolationMode(interpolation)
+    resize = v2.Resize(math.floor(image_size / crop_pct), interpolation=mode, antialias=True)
     steps = [v2.Lambda(to_rgb), resize, v2.CenterCrop(image_size)]
     return v2.Compose(steps + _to_normalized_tensor(mean, std))
 

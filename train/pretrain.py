@@ -19,6 +19,7 @@ from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
 import ibzoo
+from ibzoo.augment import INTERPOLATION
 from ibzoo.batched_augment import build_batched_pretrain_augment
 from ibzoo.data import load_image_dataset
 from ibzoo.hub import push_to_hub, save_pretrained
@@ -172,10 +173,11 @@ def main(argv: list[str] | None = None) -> Path:
             accelerator.unwrap_model(module).ssl_model,
             model_dir,
             model_name=config.hub_model_name,
-            pretrained_cfg={
+            pretrained_cfg={  # the preprocessing trained with, for evaluation and timm's create_transform
                 "input_size": (3, config.image_size, config.image_size),
                 "mean": config.mean,
                 "std": config.std,
+                "interpolation": INTERPOLATION,
             },
             train_config=config.to_dict(),
             log_file=output_dir / "log.jsonl",

@@ -186,7 +186,7 @@ def _pretrained_cfg(info: ModelInfo, tag: str) -> dict[str, Any]:
         input_size=data.input_size,
         pool_size=(4, 4) if data.input_size[-1] == 32 else (7, 7),
         crop_pct=data.crop_pct,
-        interpolation="bicubic",
+        interpolation="bilinear",  # ibzoo.augment.INTERPOLATION, as trained
         mean=data.mean,
         std=data.std,
         first_conv="conv1",

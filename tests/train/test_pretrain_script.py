@@ -18,6 +18,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import ibzoo
+from ibzoo.augment import INTERPOLATION
 from ibzoo.testing.scripts import TRAIN_DIR, load_train_script
 from ibzoo.training import CorruptCheckpointError, Pretrainer
 
@@ -136,6 +137,8 @@ def test_simclr_topk_run_writes_checkpoints_log_and_a_hub_folder(
     assert model_dir == output_dir / "model"
     run_config = json.loads((output_dir / "run_config.json").read_text())
     assert run_config["projector"]["topk_latents"] == 64 and run_config["batch_size"] == 8
+    pretrained_cfg = json.loads((model_dir / "config.json").read_text())["pretrained_cfg"]
+    assert pretrained_cfg["interpolation"] == INTERPOLATION  # what the views were resized with
     # A checkpoint after epoch 1 and one where --max-steps ended the run, in the middle of epoch 2.
     checkpoints = output_dir / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == [

@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast lint demo bench-speed bench-fmnist clean
+.PHONY: install test test-fast test-wheel lint demo bench-speed bench-fmnist clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -14,14 +14,18 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check ibzoo train tests
-	$(VENV)/bin/ruff format --check ibzoo train tests
+	$(VENV)/bin/ruff check ibzoo train tests .ci
+	$(VENV)/bin/ruff format --check ibzoo train tests .ci
 
 test: lint
 	$(PY) -m pytest -q
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
+
+# The wheel a user installs, without -e, in a fresh venv outside the checkout: .ci/test-wheel.
+test-wheel:
+	PYTHON=$(PYTHON) .ci/test-wheel
 
 demo: $(STAMP)
 	$(PY) train/demo.py

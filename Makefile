@@ -4,7 +4,13 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test test-fast test-wheel lint demo bench-speed bench-fmnist clean
+# `make test-min` runs the suite in its own venv against the lower bounds pyproject.toml declares for these.
+MIN_VENV     ?= .venv-min
+MIN_PY       := $(MIN_VENV)/bin/python
+MIN_STAMP    := $(MIN_VENV)/.installed
+MIN_PACKAGES := timm huggingface-hub safetensors accelerate datasets pyyaml tensorboard tqdm
+
+.PHONY: install test test-fast test-min test-wheel lint demo bench-speed bench-fmnist clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,6 +29,19 @@ test: lint
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
+$(MIN_STAMP): pyproject.toml .ci/min_constraints.py
+	rm -rf $(MIN_VENV)
+	$(PYTHON) -m venv $(MIN_VENV)
+	$(PYTHON) .ci/min_constraints.py $(MIN_PACKAGES) > $(MIN_VENV)/constraints.txt
+	$(MIN_PY) -m pip install --quiet --disable-pip-version-check -c $(MIN_VENV)/constraints.txt -e '.[dev]'
+	touch $(MIN_STAMP)
+
+# The whole suite against the declared minimum versions (the lower bounds must be true).
+test-min: $(MIN_STAMP)
+	@$(MIN_PY) -c "from importlib.metadata import version as v; \
+	    print('test-min:', ', '.join(f'{p} {v(p)}' for p in '$(MIN_PACKAGES)'.split()))"
+	$(MIN_PY) -m pytest -q
+
 # The wheel a user installs, without -e, in a fresh venv outside the checkout: .ci/test-wheel.
 test-wheel:
 	PYTHON=$(PYTHON) .ci/test-wheel
@@ -39,4 +58,4 @@ bench-fmnist: $(STAMP)
 	$(PY) train/benchmark_fmnist.py --output-dir bench-fmnist --resume
 
 clean:
-	rm -rf $(VENV) .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache demo-output

@@ -24,7 +24,6 @@ from huggingface_hub import constants, hf_hub_download
 from huggingface_hub import errors as hf_errors
 from safetensors.torch import load_file
 from timm.models import get_pretrained_cfg
-from timm.models._hub import hf_split
 from torch import Tensor, nn
 
 from ibzoo.models.pretraining import SSLModel
@@ -52,6 +51,12 @@ PROJECTOR_FILE = "projector.safetensors"
 CONFIG_FILE = "config.json"
 
 
+def _hf_split(hub_id: str) -> tuple[str, str | None]:
+    """``"org/repo@revision"`` -> ``("org/repo", "revision")``; no ``@``: revision None (timm's syntax)."""
+    repo_id, _, revision = hub_id.partition("@")
+    return repo_id, revision or None
+
+
 class PretrainedWeightsUnavailableError(FileNotFoundError):
     """Pretrained weights could not be found or downloaded: offline, no such repo, revision or file."""
 
@@ -74,11 +79,11 @@ class CheckpointSource:
         if model_name.startswith("local-dir:"):
             return cls(folder=Path(model_name.removeprefix("local-dir:")))
         if model_name.startswith("hf-hub:"):
-            return cls(*hf_split(model_name.removeprefix("hf-hub:")))
+            return cls(*_hf_split(model_name.removeprefix("hf-hub:")))
         with contextlib.suppress(RuntimeError):  # timm's answer to an unknown pretrained tag
             cfg = get_pretrained_cfg(model_name)
             if cfg is not None and cfg.hf_hub_id:
-                return cls(*hf_split(cfg.hf_hub_id))
+                return cls(*_hf_split(cfg.hf_hub_id))
         return None
 
     @classmethod
@@ -89,7 +94,7 @@ class CheckpointSource:
             return cls(folder=Path(cfg["file"]))
         if cfg.get("file") and cfg.get("source") != "hf-hub":
             return cls(folder=Path(cfg["file"]).parent)
-        return cls(*hf_split(cfg["hf_hub_id"])) if cfg.get("hf_hub_id") else None
+        return cls(*_hf_split(cfg["hf_hub_id"])) if cfg.get("hf_hub_id") else None
 
     def __str__(self) -> str:
         if self.folder is not None:

@@ -36,6 +36,10 @@ SMALL_IMAGE_SIZE = 64
 SOLARIZE_THRESHOLD = 128
 # The blur's standard deviation in pixels, uniform per image (the reference's GaussianBlur).
 BLUR_SIGMA = (0.1, 2.0)
+# The one resize interpolation of the zoo: the training crops' (the reference's RandomResizedCrop is
+# bicubic, data/pretrain_dataloader.py), declared by every pretrained config, so that evaluation and a
+# user's timm.data.create_transform resize as training did. (ibzoo.batched_augment crops bilinearly.)
+INTERPOLATION = "bicubic"
 
 
 @dataclass(frozen=True)
@@ -119,7 +123,7 @@ def build_view_transform(
     crop (``data/pretrain_dataloader.py``).
     """
     crop = v2.RandomResizedCrop(
-        image_size, scale=recipe.crop_scale, interpolation=InterpolationMode.BICUBIC, antialias=True
+        image_size, scale=recipe.crop_scale, interpolation=InterpolationMode(INTERPOLATION), antialias=True
     )
     steps: list[Callable] = [
         v2.Lambda(to_rgb),
@@ -170,18 +174,24 @@ def build_pretrain_transform(
 
 
 def build_eval_transform(
-    image_size: int, mean: Sequence[float], std: Sequence[float], crop_pct: float | None = None
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    crop_pct: float | None = None,
+    interpolation: str = INTERPOLATION,
 ) -> v2.Compose:
     """Deterministic evaluation preprocessing: PIL image -> (3, S, S) float32 normalised tensor.
 
-    The shorter side is resized to S / crop_pct and the centre S x S kept. ``crop_pct`` defaults to
-    1.0 (resize only) up to SMALL_IMAGE_SIZE and to timm's 0.875 above; pass the model's own value.
+    The shorter side is resized to floor(S / crop_pct) with ``interpolation`` and the centre S x S kept,
+    as ``timm.data.create_transform`` does for the same data config. ``crop_pct`` defaults to 1.0 (resize
+    only) up to SMALL_IMAGE_SIZE and to timm's 0.875 above; pass the model's own value.
     """
     if crop_pct is None:
         crop_pct = 1.0 if image_size <= SMALL_IMAGE_SIZE else 0.875
     if not 0.0 < crop_pct <= 1.0:
         raise ValueError(f"build_eval_transform: crop_pct={crop_pct!r} must lie in (0, 1].")
-    resize = v2.Resize(round(image_size / crop_pct), antialias=True)
+    mode = v2.InterpolationMode(interpolation)
+    resize = v2.Resize(math.floor(image_size / crop_pct), interpolation=mode, antialias=True)
     steps = [v2.Lambda(to_rgb), resize, v2.CenterCrop(image_size)]
     return v2.Compose(steps + _to_normalized_tensor(mean, std))
 

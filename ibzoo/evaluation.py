@@ -101,11 +101,14 @@ def checkpoint_model_name(folder: str | Path) -> str:
 def model_eval_transform(model: nn.Module) -> Callable[[Image.Image], Tensor]:
     """The model's own deterministic preprocessing: PIL image -> (3, S, S) normalised tensor.
 
-    Input size, mean / std and crop_pct come from the model's ``pretrained_cfg`` (timm's data config), so
-    preprocessing travels with the model. The zoo's inputs are square; S is the input width.
+    Input size, mean / std, crop_pct and interpolation come from the model's ``pretrained_cfg`` (timm's
+    data config), so preprocessing travels with the model, and an RGB image gives the tensor that
+    ``timm.data.create_transform(**timm.data.resolve_model_data_config(model))`` gives. The zoo's inputs
+    are square; S is the input width.
     """
     config = timm.data.resolve_model_data_config(model)
-    return build_eval_transform(config["input_size"][-1], config["mean"], config["std"], config["crop_pct"])
+    size, mean, std = config["input_size"][-1], config["mean"], config["std"]
+    return build_eval_transform(size, mean, std, config["crop_pct"], config["interpolation"])
 
 
 def extract_features(

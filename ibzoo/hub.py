@@ -22,6 +22,8 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -30,8 +32,7 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import save_file
-from timm.models import get_pretrained_cfg
-from timm.models._hub import save_config_for_hf
+from timm.models import get_pretrained_cfg, save_for_hf
 from torch import nn
 
 from ibzoo.hub_loading import (
@@ -73,6 +74,10 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+# A refused connection or a timeout raises the HTTP client's own error (httpx's in huggingface_hub 1.x,
+# httpx2's in 2.x), which huggingface_hub exports under no public name; its public HfHubHTTPError (error
+# statuses) is defined as a subclass of that client's base error, so the base is taken from there.
+_HTTP_CLIENT_ERROR: type[Exception] = hf_errors.HfHubHTTPError.__bases__[0]
 CARD_FILE = "README.md"
 CURVES_FILE = "training_curves.png"
 _TMP_SUFFIX = ".tmp"
@@ -92,6 +97,17 @@ def _save_weights(module: nn.Module, path: Path, model_name: str, content: str) 
     tensors = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
     metadata = {"format": "pt", "ibzoo_version": __version__, "model_name": model_name, "content": content}
     _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def _write_timm_config(backbone: nn.Module, path: Path, model_config: Mapping[str, Any]) -> None:
+    """Write timm's config.json of ``backbone`` (plus ``model_config``) to ``path``, atomically.
+
+    timm's public exporter, ``save_for_hf``, writes the weights too; they are dropped here, as
+    :func:`_save_weights` writes them with ibzoo's metadata.
+    """
+    with tempfile.TemporaryDirectory(prefix="ibzoo-timm-export-") as export:
+        save_for_hf(backbone, export, model_config=dict(model_config), safe_serialization=True)
+        _write_atomically(path, lambda tmp: shutil.copyfile(Path(export) / CONFIG_FILE, tmp))
 
 
 def _projector_kind(projector: ProjectorConfig, objective: ObjectiveConfig) -> str:
@@ -199,9 +215,7 @@ def save_pretrained(
         },
         "ibzoo": section,
     }
-    _write_atomically(
-        folder / CONFIG_FILE, lambda tmp: save_config_for_hf(backbone, tmp, model_config=model_config)
-    )
+    _write_timm_config(backbone, folder / CONFIG_FILE, model_config)
     curves = plot_training_log(Path(log_file)) if log_file is not None else None
     if curves is not None:
         _write_atomically(folder / CURVES_FILE, lambda tmp: curves.save(tmp, format="PNG"))
@@ -264,7 +278,7 @@ def push_to_hub(
         raise ConnectionError(
             f"Cannot push {folder} to {repo_id}: huggingface_hub is offline; unset HF_HUB_OFFLINE."
         ) from err
-    except hf_errors.HTTPError as err:
+    except (hf_errors.HfHubHTTPError, _HTTP_CLIENT_ERROR) as err:
         status = getattr(getattr(err, "response", None), "status_code", None)
         first_line = str(err).splitlines()[0]
         again = f"push it again with `python train/push_to_hub.py {folder} --repo-id {repo_id}`"

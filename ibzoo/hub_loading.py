@@ -27,10 +27,11 @@ import timm
 from huggingface_hub import constants, hf_hub_download
 from huggingface_hub import errors as hf_errors
 from safetensors.torch import load_file
-from timm.models import get_pretrained_cfg
-from timm.models._builder import _resolve_pretrained_source, resolve_pretrained_cfg
-from timm.models._hub import hf_split
-from timm.models._registry import split_model_name_tag
+from timm.models import get_pretrained_cfg, resolve_pretrained_cfg, split_model_name_tag
+
+# timm has no public function for "which file would load_pretrained read for this cfg": ibzoo must read
+# exactly that file itself (safetensors only), so it asks the private helper timm's loader uses.
+from timm.models._builder import _resolve_pretrained_source
 from torch import Tensor, nn
 
 from ibzoo.models.pretraining import SSLModel
@@ -63,6 +64,12 @@ PROJECTOR_FILE = "projector.safetensors"
 CONFIG_FILE = "config.json"
 
 
+def _hf_split(hub_id: str) -> tuple[str, str | None]:
+    """``"org/repo@revision"`` -> ``("org/repo", "revision")``; no ``@``: revision None (timm's syntax)."""
+    repo_id, _, revision = hub_id.partition("@")
+    return repo_id, revision or None
+
+
 class PretrainedWeightsUnavailableError(FileNotFoundError):
     """Pretrained weights could not be found or downloaded: offline, no such repo, revision or file."""
 
@@ -81,11 +88,11 @@ class CheckpointSource:
         if model_name.startswith("local-dir:"):
             return cls(folder=Path(model_name.removeprefix("local-dir:")))
         if model_name.startswith("hf-hub:"):
-            return cls(*hf_split(model_name.removeprefix("hf-hub:")))
+            return cls(*_hf_split(model_name.removeprefix("hf-hub:")))
         with contextlib.suppress(RuntimeError):  # timm's answer to an unknown pretrained tag
             cfg = get_pretrained_cfg(model_name)
             if cfg is not None and cfg.hf_hub_id:
-                return cls(*hf_split(cfg.hf_hub_id))
+                return cls(*_hf_split(cfg.hf_hub_id))
         return None
 
     @classmethod
@@ -96,7 +103,7 @@ class CheckpointSource:
             return cls(folder=Path(cfg["file"]))
         if cfg.get("file") and cfg.get("source") != "hf-hub":
             return cls(folder=Path(cfg["file"]).parent)
-        return cls(*hf_split(cfg["hf_hub_id"])) if cfg.get("hf_hub_id") else None
+        return cls(*_hf_split(cfg["hf_hub_id"])) if cfg.get("hf_hub_id") else None
 
     def __str__(self) -> str:
         if self.folder is not None:
@@ -374,7 +381,7 @@ def _read_pretrained_weights(origin: Mapping[str, Any]) -> tuple[dict[str, Tenso
             if filename != "pytorch_model.bin":  # timm's default, whose safetensors twin is model.safetensors
                 refuse_pickle(f"{repo}/{filename}")
             filename = WEIGHTS_FILE
-        path = CheckpointSource(*hf_split(repo)).fetch(filename)
+        path = CheckpointSource(*_hf_split(repo)).fetch(filename)
     return _load_safetensors(path, "backbone"), str(path)
 
 

@@ -1,9 +1,11 @@
 """The README.md model card of a published checkpoint, rendered from its config.json.
 
-The template lives in ``hub_cards/model_card.md`` (Jinja, the format of huggingface_hub's
-``ModelCard.from_template``); its YAML front matter is a :class:`huggingface_hub.ModelCardData`, so the
-Hub indexes the card as a timm image-feature-extraction model with linear-probe and k-NN accuracy in
-its model-index. A checkpoint from a projector benchmark (train/benchmark_fmnist.py) also carries
+The template lives in ``hub_cards/model_card.md`` at the top of the repository, installed as the
+package ``ibzoo.hub_cards`` and read with :mod:`importlib.resources`, so that a wheel renders cards as a
+checkout does. It is Jinja, the format of huggingface_hub's ``ModelCard.from_template``; its YAML front
+matter is a :class:`huggingface_hub.ModelCardData`, so the Hub indexes the card as a timm
+image-feature-extraction model with linear-probe and k-NN accuracy in its model-index. A checkpoint
+from a projector benchmark (train/benchmark_fmnist.py) also carries
 ``ibzoo.benchmark = {"description": ..., "table": ...}`` in its config, shown as a comparison section.
 The card is only rendered here: ``ModelCard.validate`` / ``push_to_hub`` would post
 to the public Hub whatever ``HF_ENDPOINT`` says, so :func:`ibzoo.hub.push_to_hub` uploads it as a file.
@@ -14,8 +16,9 @@ from __future__ import annotations
 import html
 import re
 from collections.abc import Mapping
+from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
@@ -23,9 +26,12 @@ from huggingface_hub.utils import validate_repo_id
 
 from ibzoo.models.zoo import HUB_ORGANIZATION, MODEL_INFOS
 
+if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; the annotations are never evaluated
+    from importlib.resources.abc import Traversable
+
 __all__ = ["CARD_TEMPLATE", "RESULT_METRICS", "render_model_card"]
 
-CARD_TEMPLATE = Path(__file__).resolve().parent.parent / "hub_cards" / "model_card.md"
+CARD_TEMPLATE: Traversable = resources.files("ibzoo.hub_cards") / "model_card.md"
 # ibzoo.evaluation.evaluate_backbone's keys for the model-index: top-1 accuracies (%) on the pretraining data.
 RESULT_METRICS = {"linear_top1": "linear-probe top-1 accuracy", "knn_top1": "k-NN top-1 accuracy"}
 _TAGS = ("image-feature-extraction", "timm", "self-supervised", "ibzoo")
@@ -103,7 +109,11 @@ def _flatten(settings: Mapping[str, Any], prefix: str = "") -> list[tuple[str, s
 
 
 def render_model_card(
-    config: Mapping[str, Any], *, repo_id: str, curves_file: str | None = None, template: Path = CARD_TEMPLATE
+    config: Mapping[str, Any],
+    *,
+    repo_id: str,
+    curves_file: str | None = None,
+    template: Path | Traversable = CARD_TEMPLATE,
 ) -> ModelCard:
     """The model card of a checkpoint whose config.json is ``config`` (timm format + "ibzoo" section).
 
@@ -111,12 +121,13 @@ def render_model_card(
         config: The checkpoint's config.json as a dict.
         repo_id: The Hub repo the card is for ("org/name"), shown in the usage snippets.
         curves_file: Name of the training-curves image next to the card, if there is one.
-        template: A Jinja model-card template; the default is ``hub_cards/model_card.md``.
+        template: A Jinja model-card template (a path, or a package resource); the default is
+            ``hub_cards/model_card.md``, installed as ``ibzoo.hub_cards``.
     """
     if not template.is_file():
         raise FileNotFoundError(
-            f"Model-card template {template} not found: ibzoo reads it from the hub_cards/ folder of its "
-            "source tree; install ibzoo from a checkout (pip install -e .) or pass template=."
+            f"Model-card template {template} not found: ibzoo's own template is hub_cards/model_card.md, "
+            "installed with the package as ibzoo.hub_cards; reinstall ibzoo or pass template=."
         )
     try:
         validate_repo_id(repo_id)
@@ -160,7 +171,7 @@ def render_model_card(
     # plain name (_identifier, validate_repo_id): a card is Markdown that the Hub renders.
     return ModelCard.from_template(
         card_data,
-        template_path=str(template),
+        template_str=template.read_text(encoding="utf-8"),
         model_name=_text(model_name),
         repo_id=repo_id,
         ibzoo_name=model_name if is_zoo_repo else f"hf-hub:{repo_id}",

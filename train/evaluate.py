@@ -27,6 +27,7 @@ from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
 from ibzoo.training.cli import (
     add_data_arguments,
     add_model_source_arguments,
+    add_num_workers_argument,
     data_config_from_args,
     model_source,
 )
@@ -68,7 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "not the zoo's (gamma at 1)",
     )
     parser.add_argument("--batch-size", type=int, default=256, help="images per feature-extraction batch")
-    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
+    add_num_workers_argument(parser)
     parser.add_argument("--seed", type=int, default=0, help="seed of the paper protocol's batch order")
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator exists")
     parser.add_argument("--output", type=Path, help="write the results to this JSON file")

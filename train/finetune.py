@@ -41,6 +41,7 @@ from ibzoo.optim import OptimizerConfig, build_optimizer, warmup_cosine_schedule
 from ibzoo.training.cli import (
     add_data_arguments,
     add_model_source_arguments,
+    add_num_workers_argument,
     data_config_from_args,
     model_source,
 )
@@ -77,7 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--warmup-epochs", type=float, default=0.0, help="linear warmup before the cosine decay"
     )
     parser.add_argument("--batch-size", type=int, default=128, help="images per step and process")
-    parser.add_argument("--num-workers", type=int, default=4, help="DataLoader worker processes")
+    add_num_workers_argument(parser)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator exists")
     parser.add_argument("--output-dir", type=Path, required=True, help="gets model/ and results.json")

@@ -8,7 +8,7 @@ Every hyper-parameter defaults to the model name's recipe; a YAML recipe and the
         --model resnet18_barlow_fsq --recipe train/recipes/barlow_in100.yaml --output-dir runs/barlow-in100
 
 Running the same command again continues from the folder's last checkpoint. The output folder gets
-run_config.json, checkpoints/, log.jsonl, tensorboard/ and, at the end, the Hub-ready model/.
+run_config.json, checkpoints/, log.jsonl, tensorboard/<run name>/ and, at the end, the Hub-ready model/.
 """
 
 import logging
@@ -17,9 +17,10 @@ from pathlib import Path
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, set_seed
+from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
 
 import ibzoo
+from ibzoo.augment import INTERPOLATION
 from ibzoo.batched_augment import build_batched_pretrain_augment
 from ibzoo.data import load_image_dataset
 from ibzoo.hub import push_to_hub, save_pretrained
@@ -59,7 +60,8 @@ def main(argv: list[str] | None = None) -> Path:
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=list(config.log_with) or None,
-        project_dir=output_dir,
+        # Local trackers (TensorBoard) write under DIR/tensorboard/<run name>/.
+        project_config=ProjectConfiguration(project_dir=output_dir, logging_dir=output_dir / "tensorboard"),
         step_scheduler_with_optimizer=False,
         # Pinned batches copied asynchronously to the GPU overlap with the previous step.
         dataloader_config=DataLoaderConfiguration(non_blocking=True),
@@ -139,7 +141,10 @@ def main(argv: list[str] | None = None) -> Path:
     )
     checkpoints.resume(config.resume)
     if config.log_with:
-        accelerator.init_trackers("tensorboard", config=flat_hparams(config.to_dict()))
+        # Trackers name the run after its output folder: the W&B / MLflow / Comet project, the TensorBoard
+        # run folder, so runs logged to one place stay apart.
+        run_name = output_dir.resolve().name
+        accelerator.init_trackers(run_name, config=flat_hparams(config.to_dict()))
     if accelerator.is_main_process:  # only now: a run that failed to start leaves no record behind
         write_run_config(output_dir, config.to_dict())
     log = RunLog(accelerator, output_dir / "log.jsonl", resumed_step=state.global_step)
@@ -186,10 +191,11 @@ def main(argv: list[str] | None = None) -> Path:
             accelerator.unwrap_model(module).ssl_model,
             model_dir,
             model_name=config.hub_model_name,
-            pretrained_cfg={
+            pretrained_cfg={  # the preprocessing trained with, for evaluation and timm's create_transform
                 "input_size": (3, config.image_size, config.image_size),
                 "mean": config.mean,
                 "std": config.std,
+                "interpolation": INTERPOLATION,
             },
             train_config=config.to_dict(),
             log_file=output_dir / "log.jsonl",

@@ -47,7 +47,7 @@ def _cfg(**kwargs: Any) -> dict[str, Any]:
         "input_size": (3, 32, 32),
         "pool_size": (4, 4),
         "crop_pct": 1.0,
-        "interpolation": "bicubic",
+        "interpolation": "bicubic",  # ibzoo.augment.INTERPOLATION, as trained
         "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD,
         "first_conv": "conv1",

@@ -228,7 +228,7 @@ def _pretrained_cfg(info: ModelInfo, tag: str) -> dict[str, Any]:
         input_size=data.input_size,
         pool_size=(side, side),
         crop_pct=data.crop_pct,
-        interpolation="bicubic",
+        interpolation="bicubic",  # ibzoo.augment.INTERPOLATION, as trained
         mean=data.mean,
         std=data.std,
         first_conv="conv1",

@@ -30,11 +30,13 @@ import yaml
 
 from ibzoo.data import DataConfig
 from ibzoo.evaluation import checkpoint_model_name
+from ibzoo.training.loader import default_num_workers
 
 __all__ = [
     "add_data_arguments",
     "add_dataclass_arguments",
     "add_model_source_arguments",
+    "add_num_workers_argument",
     "check_keys",
     "data_config_from_args",
     "from_dict",
@@ -234,6 +236,20 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     if config.eval_split is None:
         raise ValueError("--data.eval-split none: this script scores on an evaluation split; name one.")
     return config
+
+
+def add_num_workers_argument(parser: argparse.ArgumentParser) -> None:
+    """``--num-workers N``: DataLoader workers per process, by default as many as fit the machine.
+
+    The default is :func:`ibzoo.training.loader.default_num_workers`, as for ``train/pretrain.py``.
+    """
+    parser.add_argument(
+        "--num-workers",
+        type=int,
+        default=default_num_workers(),
+        help="DataLoader worker processes per process (default: min(4, CPU cores per process), "
+        "%(default)s here)",
+    )
 
 
 def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:

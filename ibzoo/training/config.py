@@ -35,6 +35,7 @@ from ibzoo.training.cli import (
     merge,
     overrides_from_namespace,
 )
+from ibzoo.training.loader import default_num_workers
 
 __all__ = ["RESUMABLE_CHANGES", "PretrainConfig", "parse_pretrain_args", "pretrain_config_from_overrides"]
 
@@ -84,7 +85,8 @@ class PretrainConfig:
     data: DataConfig
     """The pretraining images (its train_split) and their columns."""
     output_dir: str
-    """Folder for run_config.json, checkpoints/, log.jsonl, tensorboard/ and the final model/."""
+    """Folder for run_config.json, checkpoints/, log.jsonl, tensorboard/ and the final model/; its name
+    names the run in the trackers."""
     projector: ProjectorConfig | None = None
     """The bottleneck projector; default: the model's recipe."""
     objective: ObjectiveConfig | None = None
@@ -111,8 +113,9 @@ class PretrainConfig:
     """Autocast dtype; default: accelerate launch's --mixed_precision / accelerate config, else no."""
     cpu: bool = False
     """Train on the CPU even when an accelerator is present."""
-    num_workers: int = 4
-    """DataLoader worker processes per training process (0: load in the training process)."""
+    num_workers: int = dataclasses.field(default_factory=default_num_workers)
+    """DataLoader worker processes per training process (0: load in the training process); default:
+    min(4, CPU cores per process)."""
     compile: bool = False
     """torch.compile the backbone: for GPUs; the first steps are slow while it compiles."""
     augment_on_device: bool = False

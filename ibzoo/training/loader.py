@@ -15,6 +15,7 @@ the views are made batched on the accelerator by :class:`ibzoo.training.loop.Pre
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -26,7 +27,32 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from ibzoo.augment import MultiViewTransform, build_decode_transform, build_pretrain_transform, collate
 from ibzoo.data import ImageDataset
 
-__all__ = ["EpochShuffleSampler", "SeededViews", "build_pretrain_loader", "sample_seed"]
+__all__ = [
+    "MAX_DEFAULT_WORKERS",
+    "EpochShuffleSampler",
+    "SeededViews",
+    "build_pretrain_loader",
+    "default_num_workers",
+    "sample_seed",
+]
+
+# Enough workers to keep one GPU fed at the zoo's image sizes; more only compete with the step.
+MAX_DEFAULT_WORKERS = 4
+
+
+def default_num_workers(max_workers: int = MAX_DEFAULT_WORKERS) -> int:
+    """DataLoader workers per training process that fit this machine: min(max_workers, cores per process).
+
+    The default of every script's ``--num-workers``. Cores are the ones this process may run on
+    (``os.sched_getaffinity``, which respects taskset and container CPU sets, else ``os.cpu_count``),
+    shared by the ``LOCAL_WORLD_SIZE`` processes a launcher (``accelerate launch``, torchrun) starts on
+    the machine. More workers than cores make torch warn that the DataLoader may freeze, and on a small
+    machine they only take time from the training step.
+    """
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    local_processes = max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
+    return max(1, min(max_workers, cores // local_processes))
+
 
 logger = logging.getLogger(__name__)
 

@@ -5,17 +5,20 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import ClassVar
 
 import datasets
 import numpy as np
 import pytest
 import torch
 from accelerate.state import AcceleratorState, GradientState
+from accelerate.tracking import LOGGER_TYPE_TO_CLASS, TensorBoardTracker
 from huggingface_hub import HfApi
 from PIL import Image
 from safetensors.torch import load_file
 
 import ibzoo
+from ibzoo.augment import INTERPOLATION
 from ibzoo.testing.scripts import TRAIN_DIR, load_train_script
 from ibzoo.training import CorruptCheckpointError, Pretrainer
 
@@ -91,9 +94,22 @@ def assert_equal_weights(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor])
     assert not different, f"{len(different)} tensors differ, e.g. {different[:3]}"
 
 
+class RecordingTracker(TensorBoardTracker):
+    """accelerate's TensorBoard tracker, recording the run name and folder that ``init_trackers`` gives it;
+    a network-free stand-in for W&B, MLflow and Comet, which name their project with the same argument."""
+
+    started: ClassVar[list[tuple[str, str]]] = []
+
+    def __init__(self, run_name: str, logging_dir: str, **kwargs) -> None:
+        self.started.append((run_name, str(logging_dir)))
+        super().__init__(run_name, logging_dir, **kwargs)
+
+
 @pytest.mark.slow
-def test_simclr_topk_run_writes_checkpoints_log_and_a_hub_folder(tiny_images, tmp_path, local_hub):
-    output_dir = tmp_path / "run"
+def test_simclr_topk_run_writes_checkpoints_log_and_a_hub_folder(
+    tiny_images, tmp_path, local_hub, monkeypatch
+):
+    output_dir = tmp_path / "simclr-topk-run"
     argv = [
         "--model",
         "resnet18_cifar_simclr_topk",
@@ -112,6 +128,8 @@ def test_simclr_topk_run_writes_checkpoints_log_and_a_hub_folder(tiny_images, tm
         "--output-dir",
         str(output_dir),
     ]
+    monkeypatch.setitem(LOGGER_TYPE_TO_CLASS, "tensorboard", RecordingTracker)
+    monkeypatch.setattr(RecordingTracker, "started", [])
     model_dir = load_script().main(
         [*argv, "--log-with", "tensorboard", "--push-to-hub", "ibzoo-test/pretrain-e2e"]
     )
@@ -119,6 +137,8 @@ def test_simclr_topk_run_writes_checkpoints_log_and_a_hub_folder(tiny_images, tm
     assert model_dir == output_dir / "model"
     run_config = json.loads((output_dir / "run_config.json").read_text())
     assert run_config["projector"]["topk_latents"] == 64 and run_config["batch_size"] == 8
+    pretrained_cfg = json.loads((model_dir / "config.json").read_text())["pretrained_cfg"]
+    assert pretrained_cfg["interpolation"] == INTERPOLATION  # what the views were resized with
     # A checkpoint after epoch 1 and one where --max-steps ended the run, in the middle of epoch 2.
     checkpoints = output_dir / "checkpoints"
     assert sorted(p.name for p in checkpoints.iterdir()) == [
@@ -142,7 +162,9 @@ def test_simclr_topk_run_writes_checkpoints_log_and_a_hub_folder(tiny_images, tm
     ):
         assert np.isfinite(step[f"train/{key}"]), key
     assert "epoch/mean_loss" in log[2] and len(log[4]["backbone_parameter_sha256"]) == 1
-    assert list((output_dir / "tensorboard").glob("events.out.tfevents.*"))
+    # Trackers get the run's name (its folder's), not a fixed project name such as "tensorboard".
+    assert RecordingTracker.started == [("simclr-topk-run", str(output_dir / "tensorboard"))]
+    assert list((output_dir / "tensorboard" / "simclr-topk-run").glob("events.out.tfevents.*"))
 
     # The Hub folder holds the weights of the last checkpoint, loadable by plain timm names.
     checkpoint = load_file(checkpoints / "epoch-0001-step-00000003" / "model.safetensors")

@@ -6,7 +6,15 @@ from PIL import Image
 
 from ibzoo.augment import build_decode_transform
 from ibzoo.data import ImageDataset
-from ibzoo.training.loader import EpochShuffleSampler, SeededViews, build_pretrain_loader, sample_seed
+from ibzoo.testing.scripts import load_train_script
+from ibzoo.training.config import parse_pretrain_args
+from ibzoo.training.loader import (
+    EpochShuffleSampler,
+    SeededViews,
+    build_pretrain_loader,
+    default_num_workers,
+    sample_seed,
+)
 
 MEAN, STD = (0.5, 0.5, 0.5), (0.25, 0.25, 0.25)
 
@@ -100,3 +108,28 @@ def test_batch_larger_than_the_data_set_is_refused():
 def test_sample_seed_mixes_keys():
     seeds = {sample_seed(seed, epoch, index) for seed in range(3) for epoch in range(3) for index in range(3)}
     assert len(seeds) == 27 and all(0 <= seed < 2**63 for seed in seeds)
+
+
+@pytest.mark.parametrize(
+    ("cores", "local_processes", "expected"),
+    [(2, None, 2), (1, None, 1), (16, None, 4), (16, "8", 2), (2, "2", 1), (2, "4", 1)],
+)
+def test_default_workers_fit_the_cores_of_each_process(cores, local_processes, expected, monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    if local_processes is None:
+        monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    else:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", local_processes)
+    assert default_num_workers() == expected
+
+
+def test_every_script_defaults_to_the_shared_worker_count(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2}, raising=False)
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    flags = ["--model", "resnet18_cifar_simclr_mlp", "--data.dataset", "d"]
+    assert parse_pretrain_args([*flags, "--output-dir", "o"]).num_workers == 3
+    for script in ("finetune", "evaluate"):
+        extra = ["--output-dir", "o"] if script == "finetune" else []
+        assert load_train_script(script).parse_args([*flags, *extra]).num_workers == 3

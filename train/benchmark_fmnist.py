@@ -65,6 +65,7 @@ from ibzoo.benchmark_table import (
     record_run,
     render_markdown,
     save_results,
+    summarize,
 )
 from ibzoo.data import DataConfig, build_fashion_mnist_dataset, load_image_dataset
 from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
@@ -269,6 +270,21 @@ def publish(model_dir: Path, hub_root: Path, cell: Cell, run: dict, benchmark: d
     return folder
 
 
+def margins_over_reference(results: dict) -> str:
+    """A Markdown list: each trained cell's linear top-1 minus the fair random-init reference's, paired by
+    seed (mean ± std over the seeds both have)."""
+    reference = {r["seed"]: r["linear_top1"] for r in results["runs"] if r["projector"] == "random_init_bn"}
+    lines = []
+    for cell in CELLS:
+        runs = [r for r in results["runs"] if (r["framework"], r["projector"]) == (cell.framework, cell.row)]
+        margins = [r["linear_top1"] - reference[r["seed"]] for r in runs if r["seed"] in reference]
+        if margins:
+            title = f"{FRAMEWORK_TITLES[cell.framework]} {ROW_TITLES.get(cell.row, cell.row)}"
+            lines.append(f"- {title}: {summarize(margins).format(signed=True)} points")
+    header = "Linear top-1 above the fair random-init reference (γ = 1, BN recalibrated), paired by seed:\n\n"
+    return header + "\n".join(lines) + "\n" if lines else ""
+
+
 def describe_budget(settings: dict) -> str:
     """The settings as one phrase for the model cards."""
     images = "all" if settings["subset"] is None else f"the first {settings['subset']}"
@@ -341,7 +357,7 @@ def main(argv: list[str] | None = None) -> Path:
             logger.info("%s seed %d: %s", cell.key, seed, json.dumps(run))
 
     table = render_markdown(results, row_titles=ROW_TITLES)
-    (output_dir / "results.md").write_text(table)
+    (output_dir / "results.md").write_text(table + "\n" + margins_over_reference(results))
     results["wall_seconds"] = results.get("wall_seconds", 0.0) + time.perf_counter() - started
     save_results(results_file, results)
     unfinished = [

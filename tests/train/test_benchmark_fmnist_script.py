@@ -45,8 +45,11 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
     trained = runs[("simclr", "mlp", 0)]
     assert trained["final_ssl_loss"] > 0 and trained["final_mi_term"] == pytest.approx(0.0, abs=1e-6)
     assert results["settings"]["budget"] == "quick" and results["wall_seconds"] > 0
-    table = (output / "results.md").read_text()
+    table, margins = (output / "results.md").read_text().split("\n\n", 1)
+    table += "\n"
     assert "| SimCLR | mlp | 0 |" in table and "| — | random init (γ = 1, BN recalibrated) | 0 |" in table
+    margin = trained["linear_top1"] - runs[("none", "random_init_bn", 0)]["linear_top1"]
+    assert f"- SimCLR mlp: {margin:+.2f} points" in margins
 
     folder = output / "hub" / "ibzoo" / f"{NAME}.fmnist"
     config = json.loads((folder / "config.json").read_text())

@@ -8,11 +8,12 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, NamedTuple, get_args
+from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
+from ibzoo.names import FRAMEWORKS, Framework
 from ibzoo.objectives.barlow_twins import BarlowTwinsLoss
 from ibzoo.objectives.matrix_mi import InformationPlane, MatrixEntropies, matrix_entropies
 from ibzoo.objectives.simclr import NTXentLoss
@@ -24,8 +25,6 @@ __all__ = [
     "ObjectiveOutput",
     "build_ssl_loss",
 ]
-
-Framework = Literal["simclr", "barlow"]
 
 
 @dataclass
@@ -46,9 +45,8 @@ class ObjectiveConfig:
     """Rényi order of the matrix entropies (> 0); 1 is the von Neumann entropy."""
 
     def __post_init__(self) -> None:
-        frameworks = get_args(Framework)
-        if self.framework not in frameworks:
-            raise ValueError(f"Unknown framework {self.framework!r}; choose one of {list(frameworks)}.")
+        if self.framework not in FRAMEWORKS:
+            raise ValueError(f"Unknown framework {self.framework!r}; choose one of {list(FRAMEWORKS)}.")
         for name in ("temperature", "scale", "mi_alpha", "lambda_offdiag", "mi_weight"):
             value = getattr(self, name)
             zero_allowed = name in ("lambda_offdiag", "mi_weight")

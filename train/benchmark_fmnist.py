@@ -58,7 +58,7 @@ from pathlib import Path
 import torch
 
 import ibzoo
-from ibzoo.benchmark_table import (
+from benchmark_table import (
     REFERENCE,
     find_run,
     load_results,

@@ -10,21 +10,23 @@ expressible with ``ProjectorConfig``:
 - discretized (either):     the MLP config plus ``fsq_levels`` (about 30 for SimCLR, 3 for Barlow Twins)
 - SimCLR sparse top-k:      ``ProjectorConfig((), None, topk_latents=100000, topk_k=1000)``  512 -> 512
 - Barlow Twins sparse top-k: ``ProjectorConfig((2048,), None, batch_norm=True, topk_latents=..., topk_k=...)``
+
+Validation: a ``ProjectorConfig`` checks itself when made (from Python, YAML, JSON or the command line), so a
+bad setting is reported in the config's own words before anything is built; ``build_projector`` trusts it
+and adds no checks of its own. The projector classes keep their argument checks because they are public
+and built directly too: there ``in_features``, the one width a config does not hold, is checked.
 """
 
 from dataclasses import dataclass
 
 from torch import nn
 
+from ibzoo.projectors._common import is_int_at_least
 from ibzoo.projectors.fsq import DiscretizedProjector
 from ibzoo.projectors.mlp import MLPProjector
 from ibzoo.projectors.topk import TOPK_INITS, TopKInit, TopKSparseProjector
 
 __all__ = ["ProjectorConfig", "ProjectorStack", "build_projector"]
-
-
-def _is_positive_int(value: object) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 @dataclass
@@ -53,11 +55,11 @@ class ProjectorConfig:
         # YAML and JSON give lists back; a tuple keeps the config hashable and equal to the original.
         self.hidden_features = tuple(self.hidden_features)
         for i, width in enumerate(self.hidden_features):
-            if not _is_positive_int(width):
+            if not is_int_at_least(width):
                 raise ValueError(f"ProjectorConfig: hidden_features[{i}]={width!r} must be a positive int.")
         for name in ("out_features", "topk_latents", "topk_k"):
             value = getattr(self, name)
-            if value is not None and not _is_positive_int(value):
+            if value is not None and not is_int_at_least(value):
                 raise ValueError(f"ProjectorConfig: {name}={value!r} must be a positive int or None.")
         if self.batch_norm and not self.hidden_features:
             raise ValueError(
@@ -78,7 +80,7 @@ class ProjectorConfig:
             raise ValueError(
                 f"ProjectorConfig: topk_init={self.topk_init!r}; choose one of {', '.join(TOPK_INITS)}."
             )
-        if self.fsq_levels is not None and (not _is_positive_int(self.fsq_levels) or self.fsq_levels < 2):
+        if self.fsq_levels is not None and not is_int_at_least(self.fsq_levels, 2):
             raise ValueError(f"ProjectorConfig: fsq_levels={self.fsq_levels!r} must be an int >= 2 or None.")
         if not self.has_mlp and self.topk_latents is None:
             raise ValueError(
@@ -111,8 +113,6 @@ def build_projector(in_features: int, config: ProjectorConfig) -> nn.Module:
         A module mapping (B, in_features) to (B, out_features), with an ``out_features`` attribute;
         B: batch.
     """
-    if not _is_positive_int(in_features):
-        raise ValueError(f"build_projector: in_features={in_features!r} must be a positive int.")
     parts: list[nn.Module] = []
     width = in_features
     if config.has_mlp:

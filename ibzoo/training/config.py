@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -243,7 +244,7 @@ def pretrain_config_from_overrides(values: dict[str, Any], source: str = "config
 
     ``values`` holds what the YAML recipe and the command line gave, e.g.
     ``{"model": ..., "data": {"dataset": ...}, "optimizer": {"lr": 0.3}}``; nested dataclass fields
-    merge key by key with the model's recipe.
+    merge key by key with the model's recipe, and the fields not given take the recipe's values.
     """
     missing = [
         flag
@@ -260,9 +261,12 @@ def pretrain_config_from_overrides(values: dict[str, Any], source: str = "config
         )
     base, tag = split_model_name_tag(values["model"])[0], _zoo_tag(values["model"], values["data"]["dataset"])
     info = get_model_info(f"{base}.{tag}" if tag else base)
+    # Only a nested setting that is partly overridden (``--optimizer.lr``) needs the recipe's values under it,
+    # key by key; every field left unset gets its recipe default in PretrainConfig.__post_init__, once.
     recipe = {
-        name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        name: dataclasses.asdict(value)
         for name, value in _recipe_defaults(info).items()
+        if dataclasses.is_dataclass(value) and isinstance(values.get(name), Mapping)
     }
     return from_dict(PretrainConfig, merge(recipe, values), source)
 

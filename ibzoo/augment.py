@@ -28,8 +28,8 @@ from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode, v2
 
 from ibzoo.data import ImageDataset
+from ibzoo.names import FRAMEWORKS
 
-FRAMEWORKS = ("simclr", "barlow")
 # Up to this size images take the CIFAR recipes (Barlow Twins without blur) and resize-only evaluation.
 SMALL_IMAGE_SIZE = 64
 # Solarization inverts pixels at or above 128 of 255, as PIL's ImageOps.solarize does by default.

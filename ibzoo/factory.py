@@ -7,10 +7,10 @@ pretraining, and error messages that say what to do.
 
 from __future__ import annotations
 
-import difflib
 from typing import Any
 
 import timm
+from timm.models import split_model_name_tag
 from torch import nn
 
 from ibzoo.models.pretraining import SSLModel
@@ -21,6 +21,7 @@ from ibzoo.models.zoo import (
     paper_objective_config,
     paper_projector_config,
 )
+from ibzoo.names import did_you_mean
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.projectors import ProjectorConfig
 
@@ -49,14 +50,11 @@ def _check_arguments(model_name: Any, kwargs: dict[str, Any]) -> None:
 def _check_known(model_name: str) -> None:
     if model_name.startswith(_SOURCE_PREFIXES):
         return
-    base = model_name.split(".", 1)[0]
+    base = split_model_name_tag(model_name)[0]
     if base in MODEL_INFOS or timm.is_model(base):
         return
-    # The zoo's names are registered with timm too: each candidate once.
-    candidates = list(dict.fromkeys([*MODEL_INFOS, *timm.list_models()]))
-    close = difflib.get_close_matches(base, candidates, n=3, cutoff=0.7)
-    hint = f"Did you mean {', '.join(close)}?" if close else "See ibzoo.list_models() for the zoo's names."
-    raise KeyError(f"Unknown model {model_name!r}. {hint}")
+    # The zoo's names are registered with timm too; did_you_mean lists each once.
+    raise KeyError(f"Unknown model {model_name!r}. {did_you_mean(base, [*MODEL_INFOS, *timm.list_models()])}")
 
 
 def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn.Module:
@@ -132,7 +130,7 @@ def create_pretraining_model(
             "shape (batch, channels); drop that argument (global_pool='avg', 'max', ... are fine). For a "
             "feature pyramid, use ibzoo.create_model(..., features_only=True)."
         )
-    info = get_model_info(model_name) if model_name.split(".", 1)[0] in MODEL_INFOS else None
+    info = get_model_info(model_name) if split_model_name_tag(model_name)[0] in MODEL_INFOS else None
     if info is not None:
         if (framework, projector) not in ((None, None), (info.framework, info.projector)):
             raise ValueError(
@@ -176,7 +174,7 @@ def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
     """Zoo names matching a shell-style ``pattern``; with ``pretrained=True``, the ``name.tag`` entries
     that have published weights."""
     names = timm.list_models(pattern, pretrained=pretrained)
-    return sorted(n for n in names if n.split(".", 1)[0] in MODEL_INFOS)
+    return sorted(n for n in names if split_model_name_tag(n)[0] in MODEL_INFOS)
 
 
 def list_pretrained(pattern: str = "*") -> list[str]:

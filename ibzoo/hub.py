@@ -20,11 +20,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import re
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +31,10 @@ from huggingface_hub import CommitOperationAdd, HfApi, constants
 from huggingface_hub import errors as hf_errors
 from huggingface_hub.utils import validate_repo_id
 from safetensors.torch import save_file
-from timm.models import get_pretrained_cfg, save_for_hf
+from timm.models import get_pretrained_cfg, save_for_hf, split_model_name_tag
 from torch import nn
 
+from ibzoo.atomic_files import TMP_SUFFIX, write_atomically
 from ibzoo.hub_loading import (
     CONFIG_FILE,
     PROJECTOR_FILE,
@@ -51,10 +51,8 @@ from ibzoo.hub_loading import (
 )
 from ibzoo.model_card import render_model_card
 from ibzoo.models.pretraining import SSLModel
-from ibzoo.models.zoo import DATASETS, MODEL_INFOS
-from ibzoo.objectives import ObjectiveConfig
+from ibzoo.models.zoo import DATASETS, MODEL_INFOS, projector_kind
 from ibzoo.plotting import plot_training_log
-from ibzoo.projectors import ProjectorConfig
 from ibzoo.version import __version__
 
 __all__ = [
@@ -80,23 +78,12 @@ logger = logging.getLogger(__name__)
 _HTTP_CLIENT_ERROR: type[Exception] = hf_errors.HfHubHTTPError.__bases__[0]
 CARD_FILE = "README.md"
 CURVES_FILE = "training_curves.png"
-_TMP_SUFFIX = ".tmp"
-
-
-def _write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """``write`` to a temporary sibling, then rename: readers never see a half-written file."""
-    tmp = path.with_name(path.name + _TMP_SUFFIX)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _save_weights(module: nn.Module, path: Path, model_name: str, content: str) -> None:
     tensors = {key: value.detach().cpu().contiguous() for key, value in module.state_dict().items()}
     metadata = {"format": "pt", "ibzoo_version": __version__, "model_name": model_name, "content": content}
-    _write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    write_atomically(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
 
 
 def _write_timm_config(backbone: nn.Module, path: Path, model_config: Mapping[str, Any]) -> None:
@@ -107,28 +94,20 @@ def _write_timm_config(backbone: nn.Module, path: Path, model_config: Mapping[st
     """
     with tempfile.TemporaryDirectory(prefix="ibzoo-timm-export-") as export:
         save_for_hf(backbone, export, model_config=dict(model_config), safe_serialization=True)
-        _write_atomically(path, lambda tmp: shutil.copyfile(Path(export) / CONFIG_FILE, tmp))
-
-
-def _projector_kind(projector: ProjectorConfig, objective: ObjectiveConfig) -> str:
-    """The zoo's projector name (ibzoo.models.zoo.PROJECTORS) that a pair of configs describes."""
-    kind = "topk" if projector.topk_latents is not None else "mlp"
-    if projector.fsq_levels is not None:
-        return "topk_fsq" if kind == "topk" else "fsq"
-    return "mlp_mi" if kind == "mlp" and objective.mi_weight > 0 else kind
+        write_atomically(path, lambda tmp: shutil.copyfile(Path(export) / CONFIG_FILE, tmp))
 
 
 def _dataset(model_name: str, train_config: Mapping[str, Any] | None) -> str | None:
     """The pretraining dataset: the training configuration's, else the one a zoo name's tag stands for."""
     if train_config and (dataset := (train_config.get("data") or {}).get("dataset")):
         return dataset
-    tag = model_name.split(".", 1)[1] if "." in model_name else None
+    tag = split_model_name_tag(model_name)[1]
     return DATASETS[tag].hf_dataset if tag in DATASETS else None
 
 
 def _tag_pretrained_cfg(model_name: str) -> dict[str, Any]:
     """The preprocessing that the zoo's table gives a tagged zoo name ("...cifar100"), else nothing."""
-    base, _, tag = model_name.partition(".")
+    base, tag = split_model_name_tag(model_name)
     if base not in MODEL_INFOS or tag not in MODEL_INFOS[base].pretrained_tags:
         return {}
     cfg = get_pretrained_cfg(model_name)
@@ -190,7 +169,7 @@ def save_pretrained(
         "version": __version__,
         "model_name": model_name,
         "framework": model.objective_config.framework,
-        "projector": _projector_kind(model.projector_config, model.objective_config),
+        "projector": projector_kind(model.projector_config, model.objective_config),
         "projector_config": dataclasses.asdict(model.projector_config),
         "objective_config": dataclasses.asdict(model.objective_config),
         "train_config": train_config,
@@ -218,13 +197,13 @@ def save_pretrained(
     _write_timm_config(backbone, folder / CONFIG_FILE, model_config)
     curves = plot_training_log(Path(log_file)) if log_file is not None else None
     if curves is not None:
-        _write_atomically(folder / CURVES_FILE, lambda tmp: curves.save(tmp, format="PNG"))
+        write_atomically(folder / CURVES_FILE, lambda tmp: curves.save(tmp, format="PNG"))
     card = render_model_card(
         json.loads((folder / CONFIG_FILE).read_text()),
         repo_id=repo_id or _default_repo_id(model_name),
         curves_file=CURVES_FILE if curves is not None else None,
     )
-    _write_atomically(folder / CARD_FILE, card.save)
+    write_atomically(folder / CARD_FILE, card.save)
     return folder
 
 
@@ -256,7 +235,7 @@ def push_to_hub(
     operations = [
         CommitOperationAdd(path.relative_to(folder).as_posix(), path)
         for path in sorted(folder.rglob("*"))
-        if path.is_file() and not path.name.endswith(_TMP_SUFFIX) and path.name != CARD_FILE
+        if path.is_file() and not path.name.endswith(TMP_SUFFIX) and path.name != CARD_FILE
     ]
     api = HfApi(token=token, library_name="ibzoo", library_version=__version__)
     try:

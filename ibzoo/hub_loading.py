@@ -229,7 +229,7 @@ def _explained_errors(model_name: str, source: CheckpointSource | None, what: st
     except RuntimeError as err:
         if "Error(s) in loading state_dict" not in str(err):
             raise
-        base = model_name.split(".", 1)[0]
+        base = split_model_name_tag(model_name)[0]
         if model_name.startswith(("hf-hub:", "local-dir:")):
             expected = "the architecture its config.json names"
         else:
@@ -313,7 +313,7 @@ def backbone_architecture(backbone: nn.Module) -> str:
     architecture = getattr(backbone, "pretrained_cfg", {}).get("architecture")
     if architecture is None:
         raise ValueError("The backbone has no timm pretrained_cfg: build it with ibzoo.create_model or timm.")
-    base = architecture.split(".", 1)[0]
+    base = split_model_name_tag(architecture)[0]
     return MODEL_INFOS[base].architecture if base in MODEL_INFOS else architecture
 
 

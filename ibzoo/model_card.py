@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
+from timm.models import split_model_name_tag
 
 from ibzoo.models.zoo import HUB_ORGANIZATION, MODEL_INFOS
+from ibzoo.names import FRAMEWORK_TITLES, REPO_ID
 
 if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; the annotations are never evaluated
     from importlib.resources.abc import Traversable
@@ -35,8 +37,6 @@ CARD_TEMPLATE: Traversable = resources.files("ibzoo.hub_cards") / "model_card.md
 # ibzoo.evaluation.evaluate_backbone's keys for the model-index: top-1 accuracies (%) on the pretraining data.
 RESULT_METRICS = {"linear_top1": "linear-probe top-1 accuracy", "knn_top1": "k-NN top-1 accuracy"}
 _TAGS = ("image-feature-extraction", "timm", "self-supervised", "ibzoo")
-FRAMEWORK_TITLES = {"simclr": "SimCLR", "barlow": "Barlow Twins"}
-_HUB_DATASET = re.compile(r"[\w.-]+/[\w.-]+")
 _IDENTIFIER = re.compile(r"[\w.-]+")
 _MARKDOWN = re.compile(r"([\\`*_\[\]|#~!])")
 
@@ -137,7 +137,7 @@ def render_model_card(
     model_name = section["model_name"]
     architecture = _identifier(config["architecture"], "architecture")
     dataset = section.get("dataset") or "an unrecorded dataset"
-    hub_dataset = dataset if _HUB_DATASET.fullmatch(str(dataset)) else None  # not a local path
+    hub_dataset = dataset if REPO_ID.fullmatch(str(dataset)) else None  # not a local path
     results = section.get("results") or {}
     eval_results = [
         EvalResult(
@@ -162,7 +162,8 @@ def render_model_card(
         eval_results=eval_results or None,
     )
     # The zoo's own repos load by zoo name; any other repo by its hf-hub: name.
-    is_zoo_repo = repo_id == f"{HUB_ORGANIZATION}/{model_name}" and model_name.split(".")[0] in MODEL_INFOS
+    base = split_model_name_tag(model_name)[0]
+    is_zoo_repo = repo_id == f"{HUB_ORGANIZATION}/{model_name}" and base in MODEL_INFOS
     settings = section.get("train_config") or {
         "projector": section["projector_config"],
         "objective": section["objective_config"],

@@ -10,7 +10,6 @@ from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader
 
 from ibzoo.augment import (
-    FRAMEWORKS,
     RandomGaussianBlur,
     ViewRecipe,
     blur_kernel_size,
@@ -22,6 +21,7 @@ from ibzoo.augment import (
     with_views,
 )
 from ibzoo.data import ImageDataset
+from ibzoo.names import FRAMEWORKS
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 

@@ -27,13 +27,13 @@ from timm.models import save_for_hf
 from torch import nn
 
 import ibzoo
+from helpers.images import brightness_images, save_brightness_dataset
+from helpers.scripts import load_train_script
 from ibzoo.data import DataConfig, load_image_dataset
 from ibzoo.hub import CheckpointError, PretrainedWeightsUnavailableError, push_to_hub
 from ibzoo.model_card import render_model_card
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.testing.hub_storage import HubError, HubStorage
-from ibzoo.testing.images import brightness_images, save_brightness_dataset
-from ibzoo.testing.scripts import load_train_script
 from ibzoo.training.checkpoint import (
     CheckpointManager,
     CorruptCheckpointError,

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from helpers.idx import write_idx
 from ibzoo.data import (
     FASHION_MNIST_CLASSES,
     DataConfig,
@@ -15,7 +16,6 @@ from ibzoo.data import (
     load_image_dataset,
     read_idx,
 )
-from ibzoo.testing.idx import write_idx
 
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 

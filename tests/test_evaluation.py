@@ -4,6 +4,7 @@ import pytest
 import timm
 import torch
 
+from helpers.images import brightness_images
 from ibzoo.augment import collate, with_views
 from ibzoo.data import ImageDataset
 from ibzoo.evaluation import (
@@ -16,7 +17,6 @@ from ibzoo.evaluation import (
     model_eval_transform,
     recalibrate_batchnorm,
 )
-from ibzoo.testing.images import brightness_images
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

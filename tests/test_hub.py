@@ -19,10 +19,10 @@ from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from safetensors import safe_open
 
 import ibzoo
+from helpers.scripts import load_train_script
 from ibzoo.hub import CheckpointError, PretrainedWeightsUnavailableError, push_to_hub, save_pretrained
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.testing.hub_storage import HubStorage
-from ibzoo.testing.scripts import load_train_script
 
 ZOO_NAME = "resnet18_cifar_simclr_topk"
 TAGGED_NAME = f"{ZOO_NAME}.cifar10"

@@ -58,7 +58,7 @@ from pathlib import Path
 import torch
 
 import ibzoo
-from ibzoo.benchmark_table import (
+from benchmark_table import (
     REFERENCE,
     find_run,
     load_results,
@@ -70,8 +70,9 @@ from ibzoo.benchmark_table import (
 from ibzoo.data import DataConfig, build_fashion_mnist_dataset, load_image_dataset
 from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
 from ibzoo.hub import CARD_FILE, CONFIG_FILE, CURVES_FILE
-from ibzoo.model_card import FRAMEWORK_TITLES, RESULT_METRICS, render_model_card
-from ibzoo.models.zoo import DATASETS, FRAMEWORKS, HUB_ORGANIZATION, PROJECTORS
+from ibzoo.model_card import RESULT_METRICS, render_model_card
+from ibzoo.models.zoo import DATASETS, HUB_ORGANIZATION
+from ibzoo.names import FRAMEWORK_TITLES, FRAMEWORKS, PROJECTORS
 
 logger = logging.getLogger("benchmark_fmnist")
 

@@ -18,7 +18,7 @@
 
 Candidates run in interleaved rounds after warm-up; the table gives "median (best)" per candidate, and as
 ratio the median over rounds of candidate / baseline (the ratio of the best rounds). Memory is counted as
-ibzoo.benchmarking describes. On CUDA the training precision is bf16 autocast with channels_last, as
+benchmarking.py describes. On CUDA the training precision is bf16 autocast with channels_last, as
 train/pretrain.py sets it up.
 """
 
@@ -40,9 +40,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 import ibzoo
-from ibzoo.augment import build_decode_transform, with_views
-from ibzoo.batched_augment import AugmentInCollate, build_batched_pretrain_augment
-from ibzoo.benchmarking import (
+from benchmarking import (
     Comparison,
     DataLoaderRounds,
     dense_topk_projector,
@@ -52,6 +50,8 @@ from ibzoo.benchmarking import (
     peak_memory_bytes,
     time_interleaved,
 )
+from ibzoo.augment import build_decode_transform, with_views
+from ibzoo.batched_augment import AugmentInCollate, build_batched_pretrain_augment
 from ibzoo.data import DataConfig, build_digits_dataset, build_fashion_mnist_dataset, load_image_dataset
 from ibzoo.hub import save_pretrained
 from ibzoo.objectives import NTXentLoss, matrix_mutual_information

@@ -18,6 +18,7 @@ from pathlib import Path
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from timm.models import split_model_name_tag
 
 import ibzoo
 from ibzoo.augment import INTERPOLATION
@@ -101,7 +102,7 @@ def main(argv: list[str] | None = None) -> Path:
 
     # Model: backbone + projector + objective from the config, and the online classifier on Z1.
     ssl_model = ibzoo.create_pretraining_model(
-        config.model.partition(".")[0],
+        split_model_name_tag(config.model)[0],
         projector_config=config.projector,
         objective_config=config.objective,
         zero_init_last=config.zero_init_last,

@@ -2,6 +2,6 @@
 
 from ibzoo.models.cifar_resnet import CifarResNet
 from ibzoo.models.pretraining import SSLModel
-from ibzoo.models.zoo import FRAMEWORKS, PROJECTORS, ModelInfo, get_model_info
+from ibzoo.models.zoo import ModelInfo, get_model_info
 
-__all__ = ["FRAMEWORKS", "PROJECTORS", "CifarResNet", "ModelInfo", "SSLModel", "get_model_info"]
+__all__ = ["CifarResNet", "ModelInfo", "SSLModel", "get_model_info"]

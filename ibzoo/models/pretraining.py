@@ -7,13 +7,21 @@ backbone learns, which is why :meth:`SSLModel.backbone_only` hands the backbone 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from torch import Tensor, nn
 
 from ibzoo.objectives import BottleneckObjective, ObjectiveConfig, ObjectiveOutput
 from ibzoo.projectors import ProjectorConfig, build_projector
 
-__all__ = ["SSLModel"]
+__all__ = ["EncodedLoss", "SSLModel"]
+
+
+class EncodedLoss(NamedTuple):
+    """What :meth:`SSLModel.encode_and_loss` returns."""
+
+    objective: ObjectiveOutput  # the loss and its parts
+    features: list[Tensor]  # Z1 of each view, (B, F) each, with gradient
 
 
 class SSLModel(nn.Module):
@@ -57,10 +65,16 @@ class SSLModel(nn.Module):
         return self.projector(features)
 
     def compute_loss(self, views: Sequence[Tensor], information_plane: bool = False) -> ObjectiveOutput:
-        """The training loss for V >= 2 augmented views of the same B images.
+        """The training loss for V >= 2 augmented views of the same B images (see :meth:`encode_and_loss`)."""
+        return self.encode_and_loss(views, information_plane).objective
+
+    def encode_and_loss(self, views: Sequence[Tensor], information_plane: bool = False) -> EncodedLoss:
+        """The training loss for V >= 2 augmented views of the same B images, with the features Z1 it used.
 
         Each view goes through the backbone on its own, as in the reference code, so BatchNorm statistics
-        never mix the two views of one image.
+        never mix the two views of one image. ``information_plane`` is passed to the objective (the
+        plane's quantities, for logging steps). The features are returned for what trains beside the
+        model on them, such as an online classifier.
         """
         if len(views) < 2:
             raise ValueError(
@@ -68,7 +82,7 @@ class SSLModel(nn.Module):
             )
         z1 = [self.backbone(view) for view in views]
         z2 = [self.projector(z) for z in z1]
-        return self.objective(z1, z2, information_plane=information_plane)
+        return EncodedLoss(self.objective(z1, z2, information_plane=information_plane), z1)
 
     def backbone_only(self) -> nn.Module:
         """The backbone as an ordinary timm model (shares parameters with this model)."""

@@ -27,25 +27,29 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.models import PretrainedCfg, generate_default_cfgs, model_entrypoint, register_model
+from timm.models import (
+    PretrainedCfg,
+    generate_default_cfgs,
+    model_entrypoint,
+    register_model,
+    split_model_name_tag,
+)
 from torch import nn
 
+from ibzoo.names import FRAMEWORKS, PROJECTORS, did_you_mean
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.optim import OptimizerConfig
 from ibzoo.projectors import ProjectorConfig
 
 __all__ = [
-    "FRAMEWORKS",
     "HUB_ORGANIZATION",
-    "PROJECTORS",
     "ModelInfo",
     "get_model_info",
     "paper_objective_config",
     "paper_projector_config",
+    "projector_kind",
 ]
 
-FRAMEWORKS = ("simclr", "barlow")
-PROJECTORS = ("mlp", "fsq", "topk", "topk_fsq", "mlp_mi")
 HUB_ORGANIZATION = "ibzoo"
 
 Family = Literal["cifar", "imagenet"]
@@ -121,7 +125,7 @@ class ModelInfo:
     architecture: str  # the backbone's timm name, e.g. "resnet18_cifar"
     family: Family  # which of the paper's recipes: "cifar" (32 px images) or "imagenet"
     framework: str
-    projector: str  # one of PROJECTORS
+    projector: str  # one of ibzoo.names.PROJECTORS
     projector_config: ProjectorConfig
     objective_config: ObjectiveConfig
     optimizer_config: OptimizerConfig
@@ -175,6 +179,15 @@ def paper_objective_config(framework: str, projector: str, family: Family = "ima
     if framework == "simclr":
         return ObjectiveConfig(framework="simclr", temperature=0.2, mi_weight=mi_weight)
     return ObjectiveConfig(framework="barlow", lambda_offdiag=0.0051, scale=0.1, mi_weight=mi_weight)
+
+
+def projector_kind(projector: ProjectorConfig, objective: ObjectiveConfig) -> str:
+    """The zoo's projector name (ibzoo.names.PROJECTORS) that a pair of configs describes: the inverse of
+    :func:`paper_projector_config` and :func:`paper_objective_config`, for configs of any size."""
+    kind = "topk" if projector.topk_latents is not None else "mlp"
+    if projector.fsq_levels is not None:
+        return "topk_fsq" if kind == "topk" else "fsq"
+    return "mlp_mi" if kind == "mlp" and objective.mi_weight > 0 else kind
 
 
 def _recipe(backbone: str, framework: str, projector: str, family: Family) -> ModelInfo:
@@ -288,13 +301,9 @@ def get_model_info(name: str) -> ModelInfo:
     CIFAR recipe, ``resnet18_simclr_mlp`` the ImageNet-100 one); a tag the zoo does not know is left to
     the caller to report.
     """
-    base, _, tag = name.partition(".")
+    base, tag = split_model_name_tag(name)
     if base not in MODEL_INFOS:
-        import difflib
-
-        close = difflib.get_close_matches(base, MODEL_INFOS, n=3, cutoff=0.6)
-        hint = f" Did you mean {', '.join(close)}?" if close else " See ibzoo.list_models()."
-        raise KeyError(f"Unknown ibzoo model {name!r}.{hint}")
+        raise KeyError(f"Unknown ibzoo model {name!r}. {did_you_mean(base, MODEL_INFOS)}")
     info = MODEL_INFOS[base]
     return _RECIPES[(base, DATASETS[tag].family)] if tag in DATASETS else info
 

@@ -13,6 +13,8 @@ import math
 import torch
 from torch import nn
 
+from ibzoo.projectors._common import is_int_at_least
+
 
 class FiniteScalarQuantizer(nn.Module):
     """Round every feature to one of ``levels`` values in about [-1, 1], with a straight-through gradient.
@@ -28,7 +30,7 @@ class FiniteScalarQuantizer(nn.Module):
 
     def __init__(self, levels: int, eps: float = 1e-3) -> None:
         super().__init__()
-        if isinstance(levels, bool) or not isinstance(levels, int) or levels < 2:
+        if not is_int_at_least(levels, 2):
             raise ValueError(f"FiniteScalarQuantizer: levels={levels!r} must be an int >= 2.")
         if not 0.0 <= eps < 1.0:
             raise ValueError(f"FiniteScalarQuantizer: eps={eps!r} must lie in [0, 1); the paper uses 1e-3.")

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from ibzoo.projectors._common import is_int_at_least
+
 
 class MLPProjector(nn.Module):
     """Linear(-BatchNorm1d)-ReLU blocks, one per hidden width, then an optional final Linear.
@@ -51,7 +53,7 @@ class MLPProjector(nn.Module):
         if out_features is not None:
             named_widths.append(("out_features", out_features))
         for name, width in named_widths:
-            if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            if not is_int_at_least(width):
                 raise ValueError(f"MLPProjector: {name}={width!r} must be a positive int.")
         if not hidden_features and out_features is None:
             raise ValueError(

@@ -26,6 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ibzoo.projectors._common import is_int_at_least
+
 # Largest pre-activation chunk (rows x latents) the encoder forward allocates, in elements: 32 MiB in
 # float32. At the paper's size that is 83 rows of 100000 latents, whose matmul is still ~8 GFLOP, so
 # chunking costs no speed, instead of 100 MB for a 256-row batch.
@@ -150,7 +152,7 @@ class TopKSparseProjector(nn.Module):
     def __init__(self, in_features: int, latents: int, k: int, init: TopKInit = "independent") -> None:
         super().__init__()
         for name, value in (("in_features", in_features), ("latents", latents), ("k", k)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int_at_least(value):
                 raise ValueError(f"TopKSparseProjector: {name}={value!r} must be a positive int.")
         if k > latents:
             raise ValueError(

@@ -14,14 +14,14 @@ way and reading any revision needs no history replay. Failures the Hub reports w
 
 import hashlib
 import json
-import os
 import re
-import tempfile
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from ibzoo.atomic_files import write_atomically
 
 REPO_TYPES = ("model", "dataset", "space")
 COMMIT_ID = re.compile(r"[0-9a-f]{40}")
@@ -81,13 +81,6 @@ def git_blob_oid(data: bytes) -> str:
     return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
-def _write_atomically(path: Path, data: bytes) -> None:
-    """Write via a temporary file and a rename so that concurrent readers never see a partial file."""
-    with tempfile.NamedTemporaryFile(dir=path.parent, delete=False) as tmp:
-        tmp.write(data)
-    os.replace(tmp.name, path)
-
-
 class HubStorage:
     """Repositories stored under ``root``; safe to use from the server's request threads."""
 
@@ -110,7 +103,9 @@ class HubStorage:
             for folder in ("commits", "blobs"):
                 (repo / folder).mkdir(parents=True, exist_ok=True)
             initial = self._write_commit(repo, parent=None, summary="initial commit", files={})
-            _write_atomically(repo / "refs.json", json.dumps({"main": initial.id}).encode())
+            write_atomically(
+                repo / "refs.json", lambda tmp: tmp.write_bytes(json.dumps({"main": initial.id}).encode())
+            )
         return True
 
     def branches(self, repo_type: str, repo_id: str) -> dict[str, str]:
@@ -140,7 +135,7 @@ class HubStorage:
         entry = FileEntry(hashlib.sha256(data).hexdigest(), git_blob_oid(data), len(data))
         path = self.blob_path(repo_type, repo_id, entry.sha256)
         if not path.exists():
-            _write_atomically(path, data)
+            write_atomically(path, lambda tmp: tmp.write_bytes(data))
         return entry
 
     def create_branch(self, repo_type: str, repo_id: str, branch: str, starting_point: str = "main") -> None:
@@ -152,7 +147,7 @@ class HubStorage:
             if branch in branches:
                 raise HubError(409, f"Branch {branch!r} already exists in {repo_id!r}.")
             branches[branch] = self.get_commit(repo_type, repo_id, starting_point).id
-            _write_atomically(repo / "refs.json", json.dumps(branches).encode())
+            write_atomically(repo / "refs.json", lambda tmp: tmp.write_bytes(json.dumps(branches).encode()))
 
     def commit(
         self,
@@ -186,7 +181,7 @@ class HubStorage:
                     del files[name]
             files.update(additions)
             branches[branch] = self._write_commit(repo, parent.id, summary, files).id
-            _write_atomically(repo / "refs.json", json.dumps(branches).encode())
+            write_atomically(repo / "refs.json", lambda tmp: tmp.write_bytes(json.dumps(branches).encode()))
         return branches[branch]
 
     def _write_commit(
@@ -198,5 +193,8 @@ class HubStorage:
         # time_ns keeps two identical commits (same parent, same files) from sharing an id.
         seed = json.dumps({**stored, "nonce": time.time_ns()}, sort_keys=True).encode()
         commit_id = hashlib.sha1(seed).hexdigest()
-        _write_atomically(repo / "commits" / f"{commit_id}.json", json.dumps(stored, indent=1).encode())
+        write_atomically(
+            repo / "commits" / f"{commit_id}.json",
+            lambda tmp: tmp.write_bytes(json.dumps(stored, indent=1).encode()),
+        )
         return Commit(commit_id, parent, summary, created_at, files)

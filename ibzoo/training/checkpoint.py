@@ -47,6 +47,7 @@ from safetensors.torch import load as load_safetensors_bytes
 from safetensors.torch import save as save_safetensors_bytes
 from torch import nn
 
+from ibzoo.atomic_files import write_atomically
 from ibzoo.training.state_files import StateFileError, load_state_files, save_state_files, write_bytes
 from ibzoo.weights import PICKLE_SUFFIXES, check_state_dict
 
@@ -104,15 +105,6 @@ def checkpoint_name(state: TrainerState, steps_per_epoch: int) -> str:
     )
 
 
-def _write_text_atomically(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
-
-
 def _differences(saved: Any, current: Any, path: str = "") -> list[str]:
     if isinstance(saved, dict) and isinstance(current, dict):
         keys = sorted(set(saved) | set(current))
@@ -165,7 +157,9 @@ def write_run_config(output_dir: Path, run_config: dict[str, Any]) -> None:
     """Write ``run_config.json`` unless it exists (the first invocation's configuration is the record)."""
     output_dir.mkdir(parents=True, exist_ok=True)
     if not (output_dir / RUN_CONFIG_FILE).is_file():
-        _write_text_atomically(output_dir / RUN_CONFIG_FILE, json.dumps(run_config, indent=2) + "\n")
+        write_atomically(
+            output_dir / RUN_CONFIG_FILE, lambda tmp: tmp.write_text(json.dumps(run_config, indent=2) + "\n")
+        )
 
 
 def _rng_state() -> dict[str, Any]:
@@ -285,7 +279,7 @@ class CheckpointManager:
             if final.exists():  # a corrupt checkpoint of the same step, skipped when resuming
                 shutil.rmtree(final)
             os.replace(tmp, final)
-            _write_text_atomically(self.folder / LATEST_FILE, name + "\n")
+            write_atomically(self.folder / LATEST_FILE, lambda tmp: tmp.write_text(name + "\n"))
             for old in self.complete_checkpoints(self.folder)[: -self.keep]:
                 shutil.rmtree(old)
             logger.info("Saved checkpoint %s", final)

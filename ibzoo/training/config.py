@@ -15,15 +15,16 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from timm.models import get_pretrained_cfg
+from timm.models import get_pretrained_cfg, split_model_name_tag
 
 from ibzoo.data import DataConfig
 from ibzoo.models.zoo import DATASETS, ModelInfo, get_model_info
+from ibzoo.names import REPO_ID
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.optim import OptimizerConfig
 from ibzoo.projectors import ProjectorConfig
@@ -61,7 +62,6 @@ RESUMABLE_CHANGES = frozenset(
         "skip_bad_images",  # only ever changes a run that would otherwise have stopped
     }
 )
-_REPO_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 
 
 def _recipe_defaults(info: ModelInfo) -> dict[str, Any]:
@@ -189,7 +189,7 @@ class PretrainConfig:
                 f"optimizer.warmup_epochs={self.optimizer.warmup_epochs} exceeds epochs={self.epochs}; "
                 "lower --optimizer.warmup-epochs or raise --epochs."
             )
-        if self.push_to_hub is not None and not _REPO_ID.match(self.push_to_hub):
+        if self.push_to_hub is not None and not REPO_ID.fullmatch(self.push_to_hub):
             raise ValueError(f"push_to_hub={self.push_to_hub!r} must be a Hub repo id, ORG/NAME.")
         if self.resume not in ("auto", "never") and not Path(self.resume).is_dir():
             raise FileNotFoundError(
@@ -206,7 +206,7 @@ class PretrainConfig:
     def hub_model_name(self) -> str:
         """What the final checkpoint is: ``name.tag`` when the run reproduces a zoo tag, else the name.
         Its recipe (:func:`ibzoo.model_info`) is the one the run defaults to."""
-        base, tag = self.model.partition(".")[0], self.pretrained_tag
+        base, tag = split_model_name_tag(self.model)[0], self.pretrained_tag
         return f"{base}.{tag}" if tag else base
 
     def per_process_batch_size(self, num_processes: int, accumulation_steps: int) -> int:
@@ -232,7 +232,7 @@ class PretrainConfig:
 
 def _zoo_tag(model: str, dataset: str | None) -> str | None:
     """The tag of ``model`` (``name.tag``), else the zoo tag whose Hub dataset is ``dataset``, else None."""
-    base, _, tag = model.partition(".")
+    base, tag = split_model_name_tag(model)
     if tag:
         return tag
     tags = get_model_info(base).pretrained_tags
@@ -244,7 +244,7 @@ def pretrain_config_from_overrides(values: dict[str, Any], source: str = "config
 
     ``values`` holds what the YAML recipe and the command line gave, e.g.
     ``{"model": ..., "data": {"dataset": ...}, "optimizer": {"lr": 0.3}}``; nested dataclass fields
-    merge key by key with the model's recipe.
+    merge key by key with the model's recipe, and the fields not given take the recipe's values.
     """
     missing = [
         flag
@@ -259,11 +259,14 @@ def pretrain_config_from_overrides(values: dict[str, Any], source: str = "config
         raise ValueError(
             f"{source}: pass {', '.join(missing)} (on the command line or in the --recipe file)."
         )
-    base, tag = values["model"].partition(".")[0], _zoo_tag(values["model"], values["data"]["dataset"])
+    base, tag = split_model_name_tag(values["model"])[0], _zoo_tag(values["model"], values["data"]["dataset"])
     info = get_model_info(f"{base}.{tag}" if tag else base)
+    # Only a nested setting that is partly overridden (``--optimizer.lr``) needs the recipe's values under it,
+    # key by key; every field left unset gets its recipe default in PretrainConfig.__post_init__, once.
     recipe = {
-        name: dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+        name: dataclasses.asdict(value)
         for name, value in _recipe_defaults(info).items()
+        if dataclasses.is_dataclass(value) and isinstance(values.get(name), Mapping)
     }
     return from_dict(PretrainConfig, merge(recipe, values), source)
 

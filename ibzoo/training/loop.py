@@ -70,9 +70,7 @@ class PretrainingModule(nn.Module):
     def forward(
         self, views: Sequence[Tensor], labels: Tensor | None = None, information_plane: bool = False
     ) -> PretrainStepOutput:
-        z1 = [self.ssl_model(view) for view in views]  # each view alone, as SSLModel.compute_loss does
-        z2 = [self.ssl_model.project(features) for features in z1]
-        objective = self.ssl_model.objective(z1, z2, information_plane=information_plane)
+        objective, z1 = self.ssl_model.encode_and_loss(views, information_plane)
         if self.classifier is None or labels is None:
             return PretrainStepOutput(objective.loss, objective, None, None)
         # Detached: the classifier measures the features and must not shape them.

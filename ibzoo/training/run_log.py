@@ -9,7 +9,6 @@ hands it to the trackers (TensorBoard by default), from the main process only.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,8 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from torch import Tensor
+
+from ibzoo.atomic_files import write_atomically
 
 __all__ = ["RunLog", "RunningMeans", "flat_hparams"]
 
@@ -70,9 +71,7 @@ class RunLog:
         self.accelerator, self.path = accelerator, path
         if accelerator.is_main_process and path.is_file():
             kept = [line for line in path.read_text().splitlines() if _step_of(line) <= resumed_step]
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_text("".join(line + "\n" for line in kept))
-            os.replace(tmp, path)
+            write_atomically(path, lambda tmp: tmp.write_text("".join(line + "\n" for line in kept)))
 
     def write(self, record: Mapping[str, Any], step: int) -> None:
         """Append ``record`` (JSON values; ``step`` is added) and send its numbers to the trackers."""

@@ -9,7 +9,8 @@ import torch
 import yaml
 
 import ibzoo
-from ibzoo.models.zoo import DATASETS, FRAMEWORKS, MODEL_INFOS, PROJECTORS, paper_projector_config
+from ibzoo.models.zoo import DATASETS, MODEL_INFOS, paper_projector_config
+from ibzoo.names import FRAMEWORKS, PROJECTORS
 from ibzoo.objectives import BottleneckObjective
 from ibzoo.projectors import build_projector
 

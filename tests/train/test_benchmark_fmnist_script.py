@@ -9,10 +9,10 @@ import pytest
 import torch
 
 import ibzoo
-from ibzoo.benchmark_table import find_run
-from ibzoo.testing.idx import write_idx
-from ibzoo.testing.images import brightness_images
-from ibzoo.testing.scripts import load_train_script
+from benchmark_table import find_run
+from helpers.idx import write_idx
+from helpers.images import brightness_images
+from helpers.scripts import load_train_script
 
 NAME = "resnet18_simclr_mlp"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -6,10 +6,10 @@ import torch
 from timm.models import save_for_hf
 
 import ibzoo
+from helpers.images import save_brightness_dataset
+from helpers.scripts import load_train_script
 from ibzoo.data import build_digits_dataset
 from ibzoo.evaluation import evaluate_backbone
-from ibzoo.testing.images import save_brightness_dataset
-from ibzoo.testing.scripts import load_train_script
 
 MODEL = "resnet18_cifar_simclr_mlp"
 

@@ -7,11 +7,11 @@ from timm.models import save_for_hf
 from torch.utils.data import DataLoader
 
 import ibzoo
+from helpers.images import save_brightness_dataset
+from helpers.scripts import load_train_script
 from ibzoo.augment import collate, with_views
 from ibzoo.data import DataConfig, load_image_dataset
 from ibzoo.evaluation import extract_features, model_eval_transform, topk_accuracy
-from ibzoo.testing.images import save_brightness_dataset
-from ibzoo.testing.scripts import load_train_script
 
 MODEL = "resnet18_cifar_simclr_mlp"
 

@@ -18,8 +18,8 @@ from PIL import Image
 from safetensors.torch import load_file
 
 import ibzoo
+from helpers.scripts import TRAIN_DIR, load_train_script
 from ibzoo.augment import INTERPOLATION
-from ibzoo.testing.scripts import TRAIN_DIR, load_train_script
 from ibzoo.training import CorruptCheckpointError, Pretrainer
 
 SMALL_TOPK = ["--projector.topk-latents", "64", "--projector.topk-k", "8"]

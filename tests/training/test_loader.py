@@ -4,9 +4,9 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers.scripts import load_train_script
 from ibzoo.augment import build_decode_transform
 from ibzoo.data import ImageDataset
-from ibzoo.testing.scripts import load_train_script
 from ibzoo.training.config import parse_pretrain_args
 from ibzoo.training.loader import (
     EpochShuffleSampler,

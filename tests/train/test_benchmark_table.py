@@ -1,11 +1,11 @@
-"""Tests for ibzoo.benchmark_table: mean ± spread over seeds, paired deltas, the Markdown table, the JSON."""
+"""Tests for train/benchmark_table.py: mean ± spread over seeds, paired deltas, the table, the JSON."""
 
 import json
 import statistics
 
 import pytest
 
-from ibzoo.benchmark_table import (
+from benchmark_table import (
     RANDOM_INIT,
     Summary,
     find_run,

@@ -22,10 +22,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
+
+from ibzoo import names
+from ibzoo.atomic_files import write_atomically
 
 __all__ = [
     "RANDOM_INIT",
@@ -44,7 +46,7 @@ __all__ = [
 REFERENCE = "none"  # the framework of untrained reference rows
 RANDOM_INIT = (REFERENCE, "random_init")
 METRIC_TITLES = {"linear_top1": "linear top-1 (%)", "knn_top1": "k-NN top-1 (%)"}
-FRAMEWORK_TITLES = {"simclr": "SimCLR", "barlow": "Barlow Twins", REFERENCE: "—"}
+FRAMEWORK_TITLES = {**names.FRAMEWORK_TITLES, REFERENCE: "—"}
 # Two-sided 95 % quantiles of Student's t with 1..30 degrees of freedom; beyond, the Cornish-Fisher
 # expansion around the normal quantile (error below 1e-3 there).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145)
@@ -196,10 +198,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
 
 def save_results(path: str | Path, results: Mapping[str, Any]) -> None:
     """Write ``results`` as indented JSON through a temporary sibling, so a kill leaves the old file."""
-    path = Path(path)
-    temporary = path.with_name(path.name + ".tmp")
-    temporary.write_text(json.dumps(results, indent=2) + "\n")
-    os.replace(temporary, path)
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(results, indent=2) + "\n"))
 
 
 def find_run(results: Mapping[str, Any], framework: str, projector: str, seed: int) -> Mapping | None:

@@ -1,12 +1,10 @@
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
-from ibzoo.benchmarking import (
+from benchmarking import (
     Comparison,
     DataLoaderRounds,
     Timing,
@@ -16,18 +14,11 @@ from ibzoo.benchmarking import (
     peak_memory_bytes,
     time_interleaved,
 )
+from helpers.scripts import load_train_script
 from ibzoo.objectives import matrix_mutual_information
 from ibzoo.projectors import TopKSparseProjector
 
-SCRIPT = Path(__file__).parents[1] / "train" / "benchmark_speed.py"
 CPU = torch.device("cpu")
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("benchmark_speed_script", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_rounds_interleave_candidates_after_warmup_with_untimed_setup_and_teardown():
@@ -157,7 +148,9 @@ def check_report(report, sections):
 
 def test_quick_run_of_the_kernel_sections_writes_the_report(tmp_path, capsys):
     output = tmp_path / "bench.json"
-    report = load_script().main(["--quick", "--only", "c,d", "--device", "cpu", "--output", str(output)])
+    report = load_train_script("benchmark_speed").main(
+        ["--quick", "--only", "c,d", "--device", "cpu", "--output", str(output)]
+    )
     assert json.loads(output.read_text()) == json.loads(json.dumps(report))
     check_report(report, "cd")
     topk_time, memory, memory_with_grads = report["comparisons"][:3]
@@ -171,13 +164,15 @@ def test_quick_run_of_the_kernel_sections_writes_the_report(tmp_path, capsys):
 
 def test_unknown_section_is_refused(capsys):
     with pytest.raises(SystemExit):
-        load_script().main(["--only", "a,z"])
+        load_train_script("benchmark_speed").main(["--only", "a,z"])
     assert "--only takes some of a,b,c,d,e" in capsys.readouterr().err
 
 
 @pytest.mark.slow
 def test_quick_run_of_every_section(tmp_path):
-    report = load_script().main(["--quick", "--device", "cpu", "--output", str(tmp_path / "bench.json")])
+    report = load_train_script("benchmark_speed").main(
+        ["--quick", "--device", "cpu", "--output", str(tmp_path / "bench.json")]
+    )
     check_report(report, "abcde")
     loading = [item for item in report["comparisons"] if item["section"] == "e"]
     assert len(loading) == 2 and all(item["details"]["same_weights"] for item in loading)

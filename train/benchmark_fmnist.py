@@ -10,7 +10,7 @@ initial BatchNorm statistics, and the zoo's init (every gamma at 1) with BatchNo
 recalibrated on training images, the fair one. As "Projection Head is Secretly an Information
 Bottleneck" (Ouyang et al., ICLR 2025, arXiv:2503.00507) compares projectors.
 
-    python train/benchmark_fmnist.py --output-dir bench-fmnist --resume       # the full budget (~11 h)
+    python train/benchmark_fmnist.py --output-dir bench-fmnist --resume       # the full budget (~15 h)
     python train/benchmark_fmnist.py --output-dir bench-fmnist --resume --cells simclr/topk,simclr/fsq
     python train/benchmark_fmnist.py --output-dir bench-quick --budget quick  # smoke test
 
@@ -40,7 +40,9 @@ The budget ("full"), and why:
   about ±1 point, the size of the paper's gains), 3 for every other cell and reference. Runs go seed by
   seed, so an interrupted benchmark has whole seeds of every cell first.
 
-About 16 minutes per pretraining run and 1.5 per evaluation on an idle 2-core CPU: 42 runs, about 11 h.
+About 16 minutes per pretraining run on an idle 2-core CPU (936 steps of about 1 s) and several per
+evaluation (8 measured under load, most of it the probe's L2 grid: six L-BFGS fits on 54,000 x 512
+features): 42 runs and 48 evaluations, about 15 h.
 Run it in pieces: every invocation with --resume continues where the last stopped.
 """
 
@@ -374,6 +376,17 @@ def main(argv: list[str] | None = None) -> Path:
     else:
         # Published last, so that every card holds the finished table: seed 0's model of each zoo cell.
         benchmark = dict(budget=describe_budget(settings), table=table)
+        missing = [
+            cell.key
+            for cell in CELLS
+            if cell.published and not (run_dir(output_dir, cell, 0) / "model").is_dir()
+        ]
+        if missing:  # results.json copied from another machine: the records came, the weights did not
+            raise SystemExit(
+                f"Every run is recorded, but seed 0's model folder of {', '.join(missing)} is not under "
+                f"{output_dir / 'runs'}: the Hub folders need those weights. Copy the run folders too, or "
+                "run those cells again (--cells ... --rerun)."
+            )
         for cell in CELLS:
             if cell.published:
                 model_dir = run_dir(output_dir, cell, 0) / "model"

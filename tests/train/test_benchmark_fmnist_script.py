@@ -2,6 +2,7 @@
 and the Hub folders it writes loading by their zoo name (``*.fmnist``) from the local Hub."""
 
 import json
+import shutil
 import types
 
 import numpy as np
@@ -86,6 +87,11 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
     from_folder = ibzoo.create_model(f"local-dir:{folder}", pretrained=True)
     for key, value in from_folder.state_dict().items():
         torch.testing.assert_close(from_hub.state_dict()[key], value, rtol=0, atol=0, msg=key)
+
+    # Records without their weights (results.json carried to another machine): named, not a traceback.
+    shutil.rmtree(output / "runs" / "simclr_mlp" / "seed0" / "model")
+    with pytest.raises(SystemExit, match="seed 0's model folder of simclr/mlp"):
+        script.main([*argv, "--resume"])
 
 
 def test_cells_seeds_and_pretraining_flags_follow_the_issue(tmp_path, monkeypatch):

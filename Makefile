@@ -52,7 +52,7 @@ demo: $(STAMP)
 bench-speed: $(STAMP)
 	$(PY) train/benchmark_speed.py --output bench-speed.json
 
-# Fashion-MNIST from apt-get install dataset-fashion-mnist (else from the Hub); about 15 hours on an idle
+# Fashion-MNIST from apt-get install dataset-fashion-mnist (else from the Hub); about a day on an idle
 # 2-core CPU, in as many pieces as you like: running it again continues where it stopped (finished runs
 # are kept, an interrupted one continues from its checkpoint), or just re-renders a finished one.
 bench-fmnist: $(STAMP)

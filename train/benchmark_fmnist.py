@@ -10,7 +10,7 @@ initial BatchNorm statistics, and the zoo's init (every gamma at 1) with BatchNo
 recalibrated on training images, the fair one. As "Projection Head is Secretly an Information
 Bottleneck" (Ouyang et al., ICLR 2025, arXiv:2503.00507) compares projectors.
 
-    python train/benchmark_fmnist.py --output-dir bench-fmnist --resume       # the full budget (~15 h)
+    python train/benchmark_fmnist.py --output-dir bench-fmnist --resume       # the full budget (~1 day)
     python train/benchmark_fmnist.py --output-dir bench-fmnist --resume --cells simclr/topk,simclr/fsq
     python train/benchmark_fmnist.py --output-dir bench-quick --budget quick  # smoke test
 
@@ -40,9 +40,9 @@ The budget ("full"), and why:
   about ±1 point, the size of the paper's gains), 3 for every other cell and reference. Runs go seed by
   seed, so an interrupted benchmark has whole seeds of every cell first.
 
-About 16 minutes per pretraining run on an idle 2-core CPU (936 steps of about 1 s) and several per
-evaluation (8 measured under load, most of it the probe's L2 grid: six L-BFGS fits on 54,000 x 512
-features): 42 runs and 48 evaluations, about 15 h.
+A pretraining run is 936 steps: 1.5-1.8 s each measured here on a nearly idle 2-core CPU (one loader
+worker), about 25 minutes; an evaluation takes several more (8 measured under load, most of it the
+probe's L2 grid: six L-BFGS fits on 54,000 x 512 features): 42 runs and 48 evaluations, about a day.
 Run it in pieces: every invocation with --resume continues where the last stopped.
 """
 

@@ -29,9 +29,10 @@ test: lint
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -m "not slow"
 
-$(MIN_STAMP): pyproject.toml .ci/min_constraints.py
+# Seeded from .venv by hard links (.ci/seed_venv.py) so that PyTorch is not installed a second time.
+$(MIN_STAMP): $(STAMP) pyproject.toml .ci/min_constraints.py .ci/seed_venv.py
 	rm -rf $(MIN_VENV)
-	$(PYTHON) -m venv $(MIN_VENV)
+	$(PY) .ci/seed_venv.py $(MIN_VENV) --extras dev
 	$(PYTHON) .ci/min_constraints.py $(MIN_PACKAGES) > $(MIN_VENV)/constraints.txt
 	$(MIN_PY) -m pip install --quiet --disable-pip-version-check -c $(MIN_VENV)/constraints.txt -e '.[dev]'
 	touch $(MIN_STAMP)
@@ -43,8 +44,8 @@ test-min: $(MIN_STAMP)
 	$(MIN_PY) -m pytest -q
 
 # The wheel a user installs, without -e, in a fresh venv outside the checkout: .ci/test-wheel.
-test-wheel:
-	PYTHON=$(PYTHON) .ci/test-wheel
+test-wheel: $(STAMP)
+	SEED_PYTHON=$(PY) .ci/test-wheel
 
 demo: $(STAMP)
 	$(PY) train/demo.py
@@ -59,4 +60,4 @@ bench-fmnist: $(STAMP)
 	$(PY) train/benchmark_fmnist.py --output-dir bench-fmnist --resume
 
 clean:
-	rm -rf $(VENV) $(MIN_VENV) .pytest_cache .ruff_cache demo-output
+	rm -rf $(VENV) $(MIN_VENV) .venv-wheel .pytest_cache .ruff_cache demo-output

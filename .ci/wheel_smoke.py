@@ -14,6 +14,7 @@ Exits non-zero, with the reason, on the first difference.
 import os
 import socket
 import sys
+import sysconfig
 from pathlib import Path
 
 
@@ -24,12 +25,13 @@ def _free_port() -> int:
 
 
 def check_installed_files(checkout: Path) -> None:
-    """The installed package is outside ``checkout`` and holds each of its modules and templates."""
+    """ibzoo comes from the venv's site-packages and holds each module and template of ``checkout``."""
     import ibzoo
 
     installed = Path(ibzoo.__file__).resolve().parent
-    if installed.is_relative_to(checkout.resolve()):
-        sys.exit(f"ibzoo was imported from the checkout ({installed}), not from the installed wheel.")
+    site_packages = Path(sysconfig.get_paths()["purelib"]).resolve()
+    if installed.parent != site_packages:
+        sys.exit(f"ibzoo was imported from {installed}, not from the installed wheel in {site_packages}.")
     expected = {path.relative_to(checkout).as_posix() for path in (checkout / "ibzoo").rglob("*.py")}
     expected |= {"ibzoo/py.typed"}
     expected |= {

@@ -157,6 +157,32 @@ def test_seed_repeats_and_blur_path_runs() -> None:
     assert first[0].shape == (2, 3, 72, 72)
 
 
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        ViewRecipe(
+            crop_scale=(1.0, 1.0), flip_p=0.0, jitter=(0.8, 0.8, 0.8, 0.2), jitter_p=0.5, grayscale_p=0.0
+        ),
+        ViewRecipe(crop_scale=(1.0, 1.0), flip_p=0.0, jitter_p=0.0, grayscale_p=0.0, blur_p=0.5),
+    ],
+    ids=["jitter", "blur"],
+)
+def test_operations_touch_only_their_samples(recipe: ViewRecipe) -> None:
+    # Jitter and blur run on the samples drawn for them only: the others come out as they went in, and
+    # a sample's view does not depend on the other images of its batch.
+    images = _images(16)
+    augment = BatchedAugment([recipe], 12, MEAN, STD, num_views=1)
+    torch.manual_seed(5)
+    (view,) = augment(images)
+    changed = (view - _normalize(images)).flatten(1).abs().amax(dim=1) > 1e-5
+    assert 0 < int(changed.sum()) < 16
+    others = images.clone()
+    others[1::2] = _images(16, 12).flip(0)[1::2]  # replace every other image
+    torch.manual_seed(5)
+    (again,) = augment(others)
+    torch.testing.assert_close(again[0::2], view[0::2], rtol=0, atol=0)
+
+
 def test_rejects_non_rgb_batches() -> None:
     with pytest.raises(ValueError, match=r"expects \(B, 3, H, W\).*build_decode_transform"):
         build_batched_pretrain_augment("simclr", 32, MEAN, STD)(torch.zeros(2, 1, 32, 32, dtype=torch.uint8))

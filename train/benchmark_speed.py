@@ -15,6 +15,12 @@
     paper's setting (512-d input, 100000 latents, k = 1000, batch 256).
 (d) the matrix MI regulariser (alpha = 2, forward + backward) vs the direct n x n formula.
 (e) ibzoo.create_model(..., pretrained=True) from a local folder vs timm.create_model('local-dir:...').
+(f) the whole path a user runs: images/s of the real ``train/pretrain.py`` command (its loader with the
+    default workers, the step, logging; read from its log.jsonl, the first interval left out as warm-up),
+    per-sample PIL views and --augment-on-device, vs the compute-only Pretrainer.train_step on ready-made
+    views. Model, batch and precision are the Fashion-MNIST benchmark's (resnet18_simclr_mlp.fmnist at
+    32 px, batch 256 on a CPU; pass --mixed-precision bf16 for its precision). Data: Fashion-MNIST from
+    apt-get install dataset-fashion-mnist, else scikit-learn's digits. Target: 0.9 of compute-only.
 
 Candidates run in interleaved rounds after warm-up; the table gives "median (best)" per candidate, and as
 ratio the median over rounds of candidate / baseline (the ratio of the best rounds). Memory is counted as
@@ -27,6 +33,10 @@ import dataclasses
 import json
 import logging
 import os
+import shutil
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -43,6 +53,7 @@ import ibzoo
 from benchmarking import (
     Comparison,
     DataLoaderRounds,
+    Timing,
     dense_topk_projector,
     describe_device,
     direct_matrix_mutual_information,
@@ -66,10 +77,12 @@ from ibzoo.training import (
     build_pretrain_loader,
     build_pretrain_optimizer,
 )
+from ibzoo.training.loader import default_num_workers
 
 logger = logging.getLogger("benchmark_speed")
 
 MODEL = "resnet18_cifar_simclr_mlp"  # resnet18_cifar + SimCLR MLP projector + NT-Xent
+WHOLE_PATH_MODEL = "resnet18_simclr_mlp.fmnist"  # (f): the Fashion-MNIST benchmark's model and recipe
 FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")
 NUM_CLASSES = 10
 MIB = 2**20
@@ -96,6 +109,10 @@ class Sizes:
     mi_rounds: int = 7
     mi_calls_per_round: int = 2
     load_rounds: int = 10  # (e)
+    whole_batch: int = 256  # (f): global batch of the pretraining command
+    whole_log_every: int = 10  # (f): steps per logged interval; the first interval is warm-up
+    whole_intervals: int = 3  # (f): timed intervals per round
+    whole_rounds: int = 2
 
     @classmethod
     def for_run(cls, device: torch.device, quick: bool, batch: int | None) -> "Sizes":
@@ -114,6 +131,10 @@ class Sizes:
                 mi_rounds=1,
                 mi_calls_per_round=1,
                 load_rounds=1,
+                whole_batch=8,
+                whole_log_every=2,
+                whole_intervals=1,
+                whole_rounds=1,
             )
         if device.type == "cuda":
             return cls(batch or 256, 7, 20, 20, 5, topk_rounds=10, mi_calls_per_round=20)
@@ -137,38 +158,41 @@ class Run:
     def memory_format(self) -> torch.memory_format:
         return torch.channels_last if self.device.type == "cuda" else torch.contiguous_format
 
-    def random_views(self) -> list[torch.Tensor]:
-        """Two views of ``batch`` random images on the device, channels_last on CUDA as in pretraining."""
-        shape = (self.sizes.batch, 3, self.config.image_size, self.config.image_size)
+    def random_views(self, batch_size: int | None = None) -> list[torch.Tensor]:
+        """Two views of ``batch_size`` (default: sizes.batch) random images on the device, channels_last on
+        CUDA as in pretraining."""
+        shape = (batch_size or self.sizes.batch, 3, self.config.image_size, self.config.image_size)
         layout = self.memory_format()
         return [torch.randn(shape, device=self.device).contiguous(memory_format=layout) for _ in range(2)]
 
     def ibzoo_step(self) -> Callable[[], object]:
         """One call = one Pretrainer.train_step, set up as train/pretrain.py sets it up (built once)."""
         if self._ibzoo_step is None:
-            config = self.config
-            accelerator = Accelerator(
-                cpu=config.cpu, mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False
-            )
-            torch.manual_seed(config.seed)
-            ssl_model = ibzoo.create_pretraining_model(
-                MODEL, projector_config=config.projector, objective_config=config.objective
-            )
-            module = PretrainingModule(ssl_model, NUM_CLASSES).to(memory_format=self.memory_format())
-            optimizer = build_pretrain_optimizer(
-                module, config.optimizer, config.batch_size, config.online_classifier_lr
-            )
-            scheduler = warmup_cosine_schedule(optimizer, 10, 10**6, config.optimizer.min_lr_ratio)
-            module, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
-            log = RunLog(accelerator, self.scratch / "log.jsonl", resumed_step=0)
-            loop = dict(
-                steps_per_epoch=10**6, global_batch_size=config.batch_size, log_every=config.log_every
-            )
-            trainer = Pretrainer(accelerator, module, optimizer, scheduler, TrainerState(), log, **loop)
-            labels = torch.randint(0, NUM_CLASSES, (self.sizes.batch,), device=self.device)
-            batch = {"views": self.random_views(), "label": labels}
-            self._ibzoo_step = lambda: trainer.train_step(batch)
+            self._ibzoo_step = self.pretrainer_step(MODEL, self.sizes.batch, self.config.log_every)
         return self._ibzoo_step
+
+    def pretrainer_step(self, model: str, batch_size: int, log_every: int) -> Callable[[], object]:
+        """One call = one Pretrainer.train_step of ``model`` (its own recipe) on ready-made views of
+        ``batch_size`` images, with the online classifier and ``log_every``
+        (as train/pretrain.py sets it up)."""
+        config = self.config
+        accelerator = Accelerator(
+            cpu=config.cpu, mixed_precision=config.mixed_precision, step_scheduler_with_optimizer=False
+        )
+        torch.manual_seed(config.seed)
+        module = PretrainingModule(ibzoo.create_pretraining_model(model), NUM_CLASSES)
+        module = module.to(memory_format=self.memory_format())
+        optimizer = build_pretrain_optimizer(
+            module, config.optimizer, batch_size, config.online_classifier_lr
+        )
+        scheduler = warmup_cosine_schedule(optimizer, 10, 10**6, config.optimizer.min_lr_ratio)
+        module, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
+        log = RunLog(accelerator, self.scratch / f"log-{model}-{batch_size}.jsonl", resumed_step=0)
+        loop = dict(steps_per_epoch=10**6, global_batch_size=batch_size, log_every=log_every)
+        trainer = Pretrainer(accelerator, module, optimizer, scheduler, TrainerState(), log, **loop)
+        labels = torch.randint(0, NUM_CLASSES, (batch_size,), device=self.device)
+        batch = {"views": self.random_views(batch_size), "label": labels}
+        return lambda: trainer.train_step(batch)
 
     def bare_step(self) -> Callable[[], None]:
         """One call = one step of a plain PyTorch loop over the same model, loss, optimiser and schedule."""
@@ -364,7 +388,87 @@ def model_loading(run: Run) -> list[Comparison]:
     ]
 
 
-SECTIONS = {"a": training_step, "b": data_pipeline, "c": topk_projector, "d": matrix_mi, "e": model_loading}
+def _whole_path_data(run: Run, images: int) -> Path:
+    """A saved data set of at least ``images`` training images: Fashion-MNIST if installed, else digits."""
+    if FASHION_MNIST_DIR.is_dir():
+        return build_fashion_mnist_dataset(run.scratch / "fmnist-whole", FASHION_MNIST_DIR, subset=images)
+    return build_digits_dataset(run.scratch / "digits")
+
+
+def _pretrain_seconds_per_step(run: Run, data: Path, extra_args: list[str], round_index: int) -> float:
+    """Run train/pretrain.py and return its seconds per optimisation step after the first logged interval
+    (startup, worker start and the first steps' allocations are warm-up), from its log.jsonl."""
+    sizes, config = run.sizes, run.config
+    output = run.scratch / f"whole-path-{round_index}-{len(extra_args)}"
+    steps = sizes.whole_log_every * (sizes.whole_intervals + 1)
+    command = [sys.executable, str(Path(__file__).with_name("pretrain.py")), "--model", WHOLE_PATH_MODEL]
+    command += ["--data.dataset", str(data), "--output-dir", str(output), "--epochs", "1000"]
+    command += ["--batch-size", str(sizes.whole_batch), "--image-size", str(config.image_size)]
+    command += ["--max-steps", str(steps), "--log-every", str(sizes.whole_log_every), "--log-with"]
+    command += ["--mixed-precision", config.mixed_precision, "--seed", str(config.seed)]
+    command += ["--no-cpu"] if run.device.type == "cuda" else ["--cpu"]
+    finished = subprocess.run(command + extra_args, capture_output=True, text=True)
+    if finished.returncode != 0:
+        raise RuntimeError(f"{' '.join(command + extra_args)} failed:\n{finished.stderr[-3000:]}")
+    records = [json.loads(line) for line in (output / "log.jsonl").read_text().splitlines()]
+    rates = [record["train/images_per_s"] for record in records if "train/images_per_s" in record][1:]
+    if len(rates) != sizes.whole_intervals:
+        raise RuntimeError(
+            f"{output}/log.jsonl: expected {sizes.whole_intervals} timed intervals, got {rates}"
+        )
+    shutil.rmtree(output)
+    return statistics.mean(sizes.whole_batch / rate for rate in rates)
+
+
+def whole_path(run: Run) -> list[Comparison]:
+    sizes = run.sizes
+    timed_steps = sizes.whole_log_every * sizes.whole_intervals
+    data = _whole_path_data(run, sizes.whole_batch * (timed_steps + sizes.whole_log_every + 1))
+    variants = {
+        "pretrain.py, per-sample PIL views": [],
+        "pretrain.py --augment-on-device": ["--augment-on-device"],
+    }
+    baseline = "compute-only Pretrainer.train_step"
+    compute_step = run.pretrainer_step(WHOLE_PATH_MODEL, sizes.whole_batch, sizes.whole_log_every)
+    compute_step()  # warm-up: allocator, oneDNN primitives
+    seconds: dict[str, list[float]] = {name: [] for name in [*variants, baseline]}
+    for round_index in range(sizes.whole_rounds):
+        for name, extra_args in variants.items():
+            seconds[name].append(_pretrain_seconds_per_step(run, data, extra_args, round_index))
+        seconds[baseline].append(
+            time_interleaved(
+                {baseline: compute_step}, device=run.device, rounds=1, warmup=0, number=timed_steps
+            )[baseline].seconds[0]
+        )
+    timings = {name: Timing(tuple(values)) for name, values in seconds.items()}
+    details = {"dataset": data.name, "batch": sizes.whole_batch, "workers": default_num_workers()}
+    notes = (
+        f"{WHOLE_PATH_MODEL}, global batch {sizes.whole_batch}, {default_num_workers()} loader workers "
+        "(the default here); the whole path includes loading, augmentation and logging"
+    )
+    rates = dict(items_per_call=(sizes.whole_batch, sizes.whole_batch), rate_unit="images/s", target=0.9)
+    return [
+        Comparison.of_times(
+            "f",
+            "pretraining images/s",
+            (name, baseline),
+            timings,
+            notes=notes,
+            details=dict(details),
+            **rates,
+        )
+        for name in variants
+    ]
+
+
+SECTIONS = {
+    "a": training_step,
+    "b": data_pipeline,
+    "c": topk_projector,
+    "d": matrix_mi,
+    "e": model_loading,
+    "f": whole_path,
+}
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

@@ -29,7 +29,7 @@ from typing import Any, Literal
 import yaml
 
 from ibzoo.data import DataConfig
-from ibzoo.evaluation import checkpoint_model_name
+from ibzoo.loading import checkpoint_folder
 from ibzoo.training.loader import default_num_workers
 
 __all__ = [
@@ -280,8 +280,8 @@ def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
 def model_source(args: argparse.Namespace) -> tuple[str, bool]:
     """``(model name, pretrained)`` for :func:`ibzoo.create_model` from the model source flags.
 
-    ``--checkpoint DIR`` becomes ``local-dir:...`` (:func:`ibzoo.evaluation.checkpoint_model_name`) with its
-    weights; ``--model NAME`` is pretrained unless ``--random-init``.
+    ``--checkpoint DIR`` becomes ``local-dir:`` and the folder :func:`ibzoo.loading.checkpoint_folder` finds,
+    with its weights; ``--model NAME`` is pretrained unless ``--random-init``.
 
     Raises:
         ValueError: ``--random-init`` with ``--checkpoint``.
@@ -294,4 +294,4 @@ def model_source(args: argparse.Namespace) -> tuple[str, bool]:
             "--random-init goes with --model; a --checkpoint always loads its weights. For its architecture "
             "untrained, pass --model local-dir:DIR/model --random-init."
         )
-    return checkpoint_model_name(args.checkpoint), True
+    return f"local-dir:{checkpoint_folder(args.checkpoint).resolve()}", True

@@ -2,7 +2,8 @@
 
 Zoo names are registered with timm (see :mod:`ibzoo.models.zoo`), so these functions are thin: they add
 the defaults an encoder zoo wants (pooled features, no classifier), the projector and objective for
-pretraining, and error messages that say what to do.
+pretraining, and error messages that say what to do. Pretrained weights and a checkpoint's recorded
+configs come through one door, :mod:`ibzoo.loading`, which reads each checkpoint's config.json once.
 """
 
 from __future__ import annotations

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 import timm.data
@@ -41,7 +40,6 @@ from ibzoo.data import ImageDataset
 __all__ = [
     "LinearProbeResult",
     "ProbeProtocol",
-    "checkpoint_model_name",
     "choose_probe_l2",
     "evaluate_backbone",
     "extract_features",
@@ -79,23 +77,6 @@ class LinearProbeResult(NamedTuple):
     top1: float
     top5: float
     train_top1: float
-
-
-def checkpoint_model_name(folder: str | Path) -> str:
-    """The ``create_model`` name (``local-dir:...``) of a pretraining output folder or a Hub-ready folder.
-
-    A pretraining run (``train/pretrain.py --output-dir DIR``) keeps its final model in ``DIR/model``; a
-    folder holding ``config.json`` itself (a fine-tuned model, a Hub download) is used as it is.
-    """
-    folder = Path(folder).expanduser()
-    for candidate in (folder / "model", folder):
-        if (candidate / "config.json").is_file():
-            return f"local-dir:{candidate.resolve()}"
-    raise FileNotFoundError(
-        f"Neither {folder}/model/config.json nor {folder}/config.json exists. Pass the output folder of a "
-        "finished pretraining run (train/pretrain.py --output-dir), or a folder with config.json and "
-        "model.safetensors."
-    )
 
 
 def model_eval_transform(model: nn.Module) -> Callable[[Image.Image], Tensor]:

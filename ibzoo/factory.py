@@ -2,7 +2,8 @@
 
 Zoo names are registered with timm (see :mod:`ibzoo.models.zoo`), so these functions are thin: they add
 the defaults an encoder zoo wants (pooled features, no classifier), the projector and objective for
-pretraining, and error messages that say what to do.
+pretraining, and error messages that say what to do. Pretrained weights and a checkpoint's recorded
+configs come through one door, :mod:`ibzoo.loading`, which reads each checkpoint's config.json once.
 """
 
 from __future__ import annotations
@@ -13,6 +14,15 @@ import timm
 from timm.models import split_model_name_tag
 from torch import nn
 
+from ibzoo.loading import (
+    Checkpoint,
+    backbone_checkpoint,
+    create_pretrained,
+    load_checkpoint,
+    load_projector_weights,
+    load_safetensors_checkpoint,
+    pretrained_weights_errors,
+)
 from ibzoo.models.pretraining import SSLModel
 from ibzoo.models.zoo import (
     MODEL_INFOS,
@@ -66,17 +76,19 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
     ``in_chans``, ``global_pool``, ``drop_rate``, ``pretrained_cfg_overlay``, ``checkpoint_path``, ...)
     is honoured.
     """
+    return _create_backbone(model_name, pretrained, kwargs)[0]
+
+
+def _create_backbone(
+    model_name: str, pretrained: bool, kwargs: dict[str, Any], checkpoint: Checkpoint | None = None
+) -> tuple[nn.Module, Checkpoint | None]:
+    """:func:`create_model`, and the checkpoint whose config.json it read: ``checkpoint`` when the caller
+    already loaded the one ``model_name`` names, else read here for a ``hf-hub:`` or ``local-dir:`` name."""
     _check_arguments(model_name, kwargs)
     _check_known(model_name)
-    # deferred: hub I/O pulls in huggingface_hub
-    from ibzoo.hub_loading import (
-        check_source_config,
-        create_pretrained,
-        load_safetensors_checkpoint,
-        pretrained_weights_errors,
-    )
-
-    check_source_config(model_name)
+    if checkpoint is None and model_name.startswith(_SOURCE_PREFIXES):
+        # Refuses a config.json that is invalid or from a newer ibzoo before timm reads it.
+        checkpoint = load_checkpoint(model_name)
     checkpoint_path = kwargs.pop("checkpoint_path", None)
     with pretrained_weights_errors(model_name, kwargs.get("pretrained_cfg_overlay")):
         try:
@@ -93,7 +105,7 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
             ) from None
         if checkpoint_path:
             load_safetensors_checkpoint(model, checkpoint_path)
-    return model
+    return model, checkpoint
 
 
 def create_pretraining_model(
@@ -131,6 +143,7 @@ def create_pretraining_model(
             "feature pyramid, use ibzoo.create_model(..., features_only=True)."
         )
     info = get_model_info(model_name) if split_model_name_tag(model_name)[0] in MODEL_INFOS else None
+    checkpoint = None  # the checkpoint model_name names, once its config.json is read
     if info is not None:
         if (framework, projector) not in ((None, None), (info.framework, info.projector)):
             raise ValueError(
@@ -138,9 +151,8 @@ def create_pretraining_model(
                 "or pass the backbone's timm name instead."
             )
     elif model_name.startswith(_SOURCE_PREFIXES) and (framework, projector) == (None, None):
-        from ibzoo.hub import pretraining_configs  # an ibzoo checkpoint records its projector and objective
-
-        recorded_projector, recorded_objective = pretraining_configs(model_name)
+        checkpoint = load_checkpoint(model_name)  # an ibzoo checkpoint records its projector and objective
+        recorded_projector, recorded_objective = checkpoint.pretraining_configs()
         projector_config = projector_config or recorded_projector
         objective_config = objective_config or recorded_objective
     elif projector_config is None or objective_config is None:
@@ -152,21 +164,19 @@ def create_pretraining_model(
         projector_config = projector_config or paper_projector_config(framework, projector)
         objective_config = objective_config or paper_objective_config(framework, projector)
     kwargs["num_classes"] = 0
-    backbone = create_model(model_name, pretrained=pretrained, **kwargs)
+    backbone, checkpoint = _create_backbone(model_name, pretrained, kwargs, checkpoint)
+    if pretrained:  # the projector comes from where timm took the backbone's weights
+        checkpoint = backbone_checkpoint(backbone, model_name, known=checkpoint)
     if info is not None:
         published = None
-        if pretrained and (projector_config is None or objective_config is None):
-            from ibzoo.hub import published_zoo_configs
-
-            published = published_zoo_configs(backbone, model_name, info.framework, info.projector)
+        if pretrained and checkpoint is not None and (projector_config is None or objective_config is None):
+            published = checkpoint.zoo_configs(info.framework, info.projector)
         default_projector, default_objective = published or (info.projector_config, info.objective_config)
         projector_config = projector_config or default_projector
         objective_config = objective_config or default_objective
     model = SSLModel(backbone, projector_config, objective_config)
     if pretrained:
-        from ibzoo.hub import load_projector_weights
-
-        load_projector_weights(model, model_name)
+        load_projector_weights(model, checkpoint, model_name)
     return model
 
 

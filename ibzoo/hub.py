@@ -1,4 +1,4 @@
-"""Publishing ibzoo checkpoints on the Hugging Face Hub; loading them back lives in :mod:`ibzoo.hub_loading`.
+"""Publishing ibzoo checkpoints on the Hugging Face Hub; loading them back lives in :mod:`ibzoo.loading`.
 
 A published checkpoint is a folder (a Hub repo, or the ``DIR/model`` of a pretraining run) holding:
 
@@ -7,12 +7,16 @@ A published checkpoint is a folder (a Hub repo, or the ``DIR/model`` of a pretra
 - ``projector.safetensors``: the projector's state dict, for ``ibzoo.create_pretraining_model``;
 - ``config.json``: timm's config (architecture, num_features, global_pool, pretrained_cfg, model_args)
   plus an "ibzoo" section (version, model name, framework, projector, projector and objective configs,
-  training configuration, dataset, evaluation results);
+  training configuration, dataset, evaluation results); each setting is stored once: the training
+  configuration's projector and objective are the projector and objective configs;
 - ``README.md``: the model card (:mod:`ibzoo.model_card`);
 - ``training_curves.png``: loss and information plane of the run (:mod:`ibzoo.plotting`), given its log.
 
 Both weight files carry the safetensors metadata {"format": "pt", "ibzoo_version", "model_name",
 "content": "backbone" | "projector"}. Every file is written atomically.
+
+This module imports loading (:mod:`ibzoo.loading`, to check a folder before it is pushed), never the
+other way round: loading a checkpoint imports neither the card renderer nor the plots.
 """
 
 from __future__ import annotations
@@ -35,40 +39,23 @@ from timm.models import get_pretrained_cfg, save_for_hf, split_model_name_tag
 from torch import nn
 
 from ibzoo.atomic_files import TMP_SUFFIX, write_atomically
-from ibzoo.hub_loading import (
+from ibzoo.checkpoint_source import (
     CONFIG_FILE,
     PROJECTOR_FILE,
     WEIGHTS_FILE,
-    CheckpointError,
     CheckpointSource,
     PretrainedWeightsUnavailableError,
-    backbone_architecture,
-    load_projector_weights,
-    pretrained_weights_errors,
-    pretraining_configs,
-    published_zoo_configs,
-    read_config,
 )
+from ibzoo.factory import create_pretraining_model
+from ibzoo.loading import backbone_architecture, load_checkpoint
 from ibzoo.model_card import render_model_card
 from ibzoo.models.pretraining import SSLModel
 from ibzoo.models.zoo import DATASETS, MODEL_INFOS, projector_kind
 from ibzoo.plotting import plot_training_log
 from ibzoo.version import __version__
+from ibzoo.weights import CheckpointError
 
-__all__ = [
-    "CheckpointError",
-    "CheckpointSource",
-    "PretrainedWeightsUnavailableError",
-    "check_folder",
-    "load_projector_weights",
-    "pretrained_weights_errors",
-    "pretraining_configs",
-    "published_zoo_configs",
-    "push_to_hub",
-    "read_config",
-    "save_pretrained",
-    "zoo_repo_id",
-]
+__all__ = ["CARD_FILE", "CURVES_FILE", "check_folder", "push_to_hub", "save_pretrained", "zoo_repo_id"]
 
 logger = logging.getLogger(__name__)
 
@@ -155,7 +142,9 @@ def save_pretrained(
             tag of its dataset) or any label; recorded in the metadata and the card.
         pretrained_cfg: Overrides of the backbone's timm pretrained_cfg, e.g. the input_size, mean and std
             the model was trained with; a tagged zoo name's table entry is the default.
-        train_config: The resolved training configuration (nested dicts), shown in the card.
+        train_config: The resolved training configuration (nested dicts), shown in the card. Its
+            "projector" and "objective" are not stored again: the model's projector and objective configs
+            are, and the card shows them with the rest.
         results: Evaluation results, as ibzoo.evaluation.evaluate_backbone returns them ("linear_top1" and
             "knn_top1" in percent go into the card's model-index).
         log_file: The run's log.jsonl, plotted into training_curves.png.
@@ -165,6 +154,11 @@ def save_pretrained(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     backbone = model.backbone_only()
+    # The model's own configs are what its weights fit; stored once, as projector_config / objective_config.
+    if train_config is not None:
+        train_config = {
+            key: value for key, value in train_config.items() if key not in ("projector", "objective")
+        }
     section = {
         "version": __version__,
         "model_name": model_name,
@@ -284,18 +278,18 @@ def check_folder(folder: str | Path) -> dict[str, Any]:
     """Load ``folder`` as ``create_pretraining_model("local-dir:...", pretrained=True)`` would, with every
     check of loading (config, version, weights, projector), and return its config.json.
 
-    :func:`push_to_hub` calls it before the first byte leaves, so a broken folder is never published.
+    :func:`push_to_hub` calls it before the first byte leaves, so a broken folder is never published. It
+    lives with publishing because it builds the whole model through the factory, which loading serves.
     """
-    from ibzoo.factory import create_pretraining_model  # deferred: the factory imports this module lazily
-
     folder = Path(folder)
     missing = [name for name in (WEIGHTS_FILE, PROJECTOR_FILE, CONFIG_FILE) if not (folder / name).is_file()]
     if missing:
         raise FileNotFoundError(
             f"{folder} lacks {', '.join(missing)}: write it with ibzoo.hub.save_pretrained first."
         )
+    source = CheckpointSource(folder=folder)
     try:
-        create_pretraining_model(f"local-dir:{folder}", pretrained=True)
+        create_pretraining_model(source.name, pretrained=True)
     except (CheckpointError, PretrainedWeightsUnavailableError) as err:
         raise CheckpointError(f"{folder} cannot be published, it does not load: {err}") from err
-    return read_config(CheckpointSource(folder=folder))
+    return load_checkpoint(source).config

@@ -164,7 +164,10 @@ def render_model_card(
     # The zoo's own repos load by zoo name; any other repo by its hf-hub: name.
     base = split_model_name_tag(model_name)[0]
     is_zoo_repo = repo_id == f"{HUB_ORGANIZATION}/{model_name}" and base in MODEL_INFOS
-    settings = section.get("train_config") or {
+    # The training configuration's projector and objective are stored once, as the model's configs (older
+    # files hold them in both places, with the same values).
+    settings = {
+        **(section.get("train_config") or {}),
         "projector": section["projector_config"],
         "objective": section["objective_config"],
     }

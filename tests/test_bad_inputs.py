@@ -30,7 +30,8 @@ import ibzoo
 from helpers.images import brightness_images, save_brightness_dataset
 from helpers.scripts import load_train_script
 from ibzoo.data import DataConfig, load_image_dataset
-from ibzoo.hub import CheckpointError, PretrainedWeightsUnavailableError, push_to_hub
+from ibzoo.hub import push_to_hub
+from ibzoo.loading import CheckpointError, PretrainedWeightsUnavailableError
 from ibzoo.model_card import render_model_card
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.testing.hub_storage import HubError, HubStorage

@@ -5,10 +5,13 @@ own repo id, so ``ibzoo.create_model("resnet18_cifar_simclr_topk", pretrained=Tr
 zoo's pretrained path exactly as it would against huggingface.co.
 """
 
+import dataclasses
 import hashlib
 import json
+import os
 import runpy
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +23,9 @@ from safetensors import safe_open
 
 import ibzoo
 from helpers.scripts import load_train_script
-from ibzoo.hub import CheckpointError, PretrainedWeightsUnavailableError, push_to_hub, save_pretrained
+from ibzoo.checkpoint_source import CONFIG_FILE, CheckpointSource
+from ibzoo.hub import push_to_hub, save_pretrained
+from ibzoo.loading import CheckpointError, PretrainedWeightsUnavailableError, checkpoint_folder
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.testing.hub_storage import HubStorage
 
@@ -186,6 +191,85 @@ def test_local_copies_load_the_same_backbone(folder, trained, way):
 def test_pretraining_model_round_trip(published, folder, trained, name, kwargs):
     model = ibzoo.create_pretraining_model(name.format(folder=folder), pretrained=True, **kwargs)
     assert model.projector_config == SMALL_TOPK and model.objective_config == trained.objective_config
+    _equal_state_dicts(model.state_dict(), trained.state_dict())
+
+
+@pytest.mark.parametrize(
+    ("name", "pretraining"),
+    [
+        (ZOO_NAME, True),
+        (f"hf-hub:{REPO_ID}", True),
+        ("local-dir:{folder}", True),
+        ("local-dir:{folder}", False),
+    ],
+)
+def test_a_load_reads_config_json_once(published, folder, monkeypatch, name, pretraining):
+    """ibzoo reads a checkpoint's config.json once per load (timm reads it once more for an ``hf-hub:`` or
+    ``local-dir:`` name, to build the architecture)."""
+    fetched = []
+    fetch = CheckpointSource.fetch
+
+    def counting_fetch(source, filename):
+        fetched.append(filename)
+        return fetch(source, filename)
+
+    monkeypatch.setattr(CheckpointSource, "fetch", counting_fetch)
+    create = ibzoo.create_pretraining_model if pretraining else ibzoo.create_model
+    create(name.format(folder=folder), pretrained=True)
+    assert fetched.count(CONFIG_FILE) == 1
+
+
+@pytest.mark.slow  # a fresh interpreter imports torch and timm: about 10 s on a shared 2-core machine
+def test_loading_a_folder_imports_no_publishing_code(folder):
+    """Loading is its own door: the card renderer, the plots and the rest of publishing stay unimported.
+    A fresh interpreter, so that what other tests imported does not count."""
+    name = f"local-dir:{folder}"
+    script = (
+        "import sys\n"
+        "import ibzoo\n"
+        f"ibzoo.create_model({name!r}, pretrained=True)\n"
+        f"ibzoo.create_pretraining_model({name!r}, pretrained=True)\n"
+        "print(sorted({'ibzoo.hub', 'ibzoo.model_card', 'ibzoo.plotting'} & set(sys.modules)))\n"
+    )
+    environment = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    run = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=environment, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.strip() == "[]"
+
+
+def test_checkpoint_folder_prefers_the_folder_named(tmp_path):
+    run = tmp_path / "run"
+    (run / "model").mkdir(parents=True)
+    with pytest.raises(FileNotFoundError, match=r"Neither .*run/config\.json nor .*run/model/config\.json"):
+        checkpoint_folder(run)
+    (run / "model" / "config.json").write_text("{}")
+    assert checkpoint_folder(run) == run / "model"  # a pretraining run: its Hub-ready model/
+    assert checkpoint_folder(run / "model") == run / "model"
+    (run / "config.json").write_text("{}")
+    assert checkpoint_folder(run) == run  # a folder that is a checkpoint is taken as it is
+
+
+def test_training_configuration_stores_projector_and_objective_once(trained, tmp_path):
+    """config.json holds the projector and objective configs once; files that hold them twice (the
+    training configuration's copies, as earlier versions wrote) still load, with the same card."""
+    train_config = {
+        "model": TAGGED_NAME,
+        "projector": dataclasses.asdict(trained.projector_config),
+        "objective": dataclasses.asdict(trained.objective_config),
+        "epochs": 3,
+    }
+    folder = save_pretrained(trained, tmp_path / "once", model_name=TAGGED_NAME, train_config=train_config)
+    config = json.loads((folder / "config.json").read_text())
+    assert config["ibzoo"]["train_config"] == {"model": TAGGED_NAME, "epochs": 3}
+    card = (folder / "README.md").read_text()
+    assert "| `projector.topk_latents` | 256 |" in card and "| `epochs` | 3 |" in card
+
+    config["ibzoo"]["train_config"] = json.loads(json.dumps(train_config))  # as earlier versions wrote it
+    (folder / "config.json").write_text(json.dumps(config))
+    model = ibzoo.create_pretraining_model(f"local-dir:{folder}", pretrained=True)
+    assert model.projector_config == SMALL_TOPK
     _equal_state_dicts(model.state_dict(), trained.state_dict())
 
 

@@ -69,9 +69,10 @@ from benchmark_table import (
     save_results,
     summarize,
 )
+from ibzoo.checkpoint_source import CONFIG_FILE
 from ibzoo.data import DataConfig, build_fashion_mnist_dataset, load_image_dataset
 from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
-from ibzoo.hub import CARD_FILE, CONFIG_FILE, CURVES_FILE
+from ibzoo.hub import CARD_FILE, CURVES_FILE
 from ibzoo.model_card import RESULT_METRICS, render_model_card
 from ibzoo.models.zoo import DATASETS, HUB_ORGANIZATION
 from ibzoo.names import FRAMEWORK_TITLES, FRAMEWORKS, PROJECTORS

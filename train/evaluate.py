@@ -27,9 +27,10 @@ from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
 from ibzoo.training.cli import (
     add_data_arguments,
     add_model_source_arguments,
-    add_num_workers_argument,
+    add_run_arguments,
     data_config_from_args,
     model_source,
+    per_process_batch_size,
 )
 
 
@@ -68,10 +69,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="with --random-init: timm's init (each residual block's last BatchNorm gamma at 0), "
         "not the zoo's (gamma at 1)",
     )
-    parser.add_argument("--batch-size", type=int, default=256, help="images per feature-extraction batch")
-    add_num_workers_argument(parser)
-    parser.add_argument("--seed", type=int, default=0, help="seed of the paper protocol's batch order")
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator exists")
+    add_run_arguments(parser, batch_size=256, batch="images per feature-extraction batch")
     parser.add_argument("--output", type=Path, help="write the results to this JSON file")
     args = parser.parse_args(argv)
     if args.recalibrate_bn < 0:
@@ -109,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         knn_temperature=args.knn_temperature,
         protocol=args.protocol,
         probe_l2=args.probe_l2,
-        batch_size=args.batch_size,
+        batch_size=per_process_batch_size(args.batch_size, accelerator.num_processes),
         num_workers=args.num_workers,
         seed=args.seed,
         accelerator=accelerator,

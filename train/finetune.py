@@ -41,9 +41,10 @@ from ibzoo.optim import OptimizerConfig, build_optimizer, warmup_cosine_schedule
 from ibzoo.training.cli import (
     add_data_arguments,
     add_model_source_arguments,
-    add_num_workers_argument,
+    add_run_arguments,
     data_config_from_args,
     model_source,
+    per_process_batch_size,
 )
 
 # Per-optimiser defaults of --lr / --weight-decay (SGD's decay is coupled L2, AdamW's decoupled).
@@ -77,10 +78,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--warmup-epochs", type=float, default=0.0, help="linear warmup before the cosine decay"
     )
-    parser.add_argument("--batch-size", type=int, default=128, help="images per step and process")
-    add_num_workers_argument(parser)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator exists")
+    add_run_arguments(parser, batch_size=128, batch="images per optimisation step")
     parser.add_argument("--output-dir", type=Path, required=True, help="gets model/ and results.json")
     args = parser.parse_args(argv)
     if args.epochs < 1:
@@ -157,22 +155,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     train_transform = build_view_transform(
         SUPERVISED_VIEW, data_cfg["input_size"][-1], data_cfg["mean"], data_cfg["std"]
     )
+    # Each process draws its share of the global batch; the prepared loader hands each process its batches.
+    batch_size = per_process_batch_size(args.batch_size, accelerator.num_processes)
     train_loader = DataLoader(
         with_views(train_data, train_transform),
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         shuffle=True,
         num_workers=args.num_workers,
         collate_fn=collate,
         drop_last=True,  # a last batch of one image would break BatchNorm in training mode
     )
-    if len(train_loader) == 0:
+    if args.batch_size > len(train_data.dataset):
         raise ValueError(
             f"--batch-size {args.batch_size} is larger than the {len(train_data.dataset)} training images; "
             "pass a smaller one."
         )
     eval_loader = DataLoader(
         with_views(eval_data, model_eval_transform(model)),
-        batch_size=args.batch_size,
+        batch_size=batch_size,
         num_workers=args.num_workers,
         collate_fn=collate,
     )
@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     optimizer_config = OptimizerConfig(
         name=args.optimizer, lr=args.lr, weight_decay=args.weight_decay, lr_scaling="none"
     )
-    optimizer = build_optimizer(model, optimizer_config, args.batch_size * accelerator.num_processes)
+    optimizer = build_optimizer(model, optimizer_config, args.batch_size)
     # Counted on the unsharded loader: the prepared scheduler steps once per process each step.
     total_steps = args.epochs * len(train_loader)
     warmup_steps = math.floor(args.warmup_epochs * len(train_loader))

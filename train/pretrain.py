@@ -14,6 +14,7 @@ run_config.json, checkpoints/, log.jsonl, tensorboard/<run name>/ and, at the en
 import logging
 import sys
 from pathlib import Path
+from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
@@ -28,6 +29,7 @@ from ibzoo.hub import push_to_hub, save_pretrained
 from ibzoo.optim import warmup_cosine_schedule
 from ibzoo.training import (
     CheckpointManager,
+    PretrainConfig,
     Pretrainer,
     PretrainingModule,
     RunLog,
@@ -45,34 +47,49 @@ from ibzoo.training import (
 logger = logging.getLogger("pretrain")
 
 
-def main(argv: list[str] | None = None) -> Path:
+def parse_config(argv: list[str] | None) -> PretrainConfig:
+    """The run's configuration; a mistake in the settings is one argparse-style line (on every process)."""
     try:
-        config = parse_pretrain_args(argv)
+        return parse_pretrain_args(argv)
     except (ValueError, KeyError, FileNotFoundError) as error:
-        # A mistake in the settings: one argparse-style line (on every process), not a traceback.
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"pretrain.py: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
-    output_dir = Path(config.output_dir)
-    # The schedule is stepped by hand once per optimisation step: Accelerate's own stepping would advance
-    # it once per process, a convention for schedules counted in per-process batches.
-    accelerator = Accelerator(
+
+
+def build_accelerator(config: PretrainConfig, output_dir: Path) -> Accelerator:
+    """The Accelerator of the run: processes, mixed precision, accumulation and trackers."""
+    return Accelerator(
         cpu=config.cpu,
         mixed_precision=config.mixed_precision,
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         log_with=list(config.log_with) or None,
         # Local trackers (TensorBoard) write under DIR/tensorboard/<run name>/.
         project_config=ProjectConfiguration(project_dir=output_dir, logging_dir=output_dir / "tensorboard"),
+        # The schedule is stepped by hand once per optimisation step: Accelerate's own stepping would
+        # advance it once per process, a convention for schedules counted in per-process batches.
         step_scheduler_with_optimizer=False,
         # Pinned batches copied asynchronously to the GPU overlap with the previous step.
         dataloader_config=DataLoaderConfiguration(non_blocking=True),
     )
-    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
-    check_output_dir(output_dir, config.identity(), config.resume)
-    set_seed(config.seed)
 
-    # Data: the global batch is split over processes and accumulation steps; every process gets whole
-    # batches drawn from (seed, epoch), so a resumed run sees the same images and augmentations.
+
+class TrainingData(NamedTuple):
+    """The pretraining images as the loop consumes them."""
+
+    num_images: int
+    num_classes: int | None
+    loader: torch.utils.data.DataLoader
+    augment: torch.nn.Module | None
+    """With --augment-on-device: the batched two-view augmentation run on the accelerator in the step."""
+    per_process_batch: int
+    steps_per_epoch: int
+
+
+def build_training_data(config: PretrainConfig, accelerator: Accelerator) -> TrainingData:
+    """The loader of the training split. The global batch is split over processes and accumulation steps;
+    every process gets whole batches drawn from (seed, epoch), so a resumed run sees the same images and
+    augmentations."""
     per_process_batch = config.per_process_batch_size(
         accelerator.num_processes, accelerator.gradient_accumulation_steps
     )
@@ -97,18 +114,28 @@ def main(argv: list[str] | None = None) -> Path:
         augment = build_batched_pretrain_augment(
             config.objective.framework, config.image_size, config.mean, config.std
         ).to(accelerator.device)
-    steps_per_epoch = len(train_data.dataset) // config.batch_size
-    total_steps = steps_per_epoch * config.epochs
+    return TrainingData(
+        num_images=len(train_data.dataset),
+        num_classes=train_data.num_classes,
+        loader=loader,
+        augment=augment,
+        per_process_batch=per_process_batch,
+        steps_per_epoch=len(train_data.dataset) // config.batch_size,
+    )
 
-    # Model: backbone + projector + objective from the config, and the online classifier on Z1.
+
+def build_module(
+    config: PretrainConfig, num_classes: int | None, accelerator: Accelerator
+) -> PretrainingModule:
+    """Backbone + projector + objective from the config, and the online classifier on Z1 (when the data
+    has labels and the config asks for it), laid out for the accelerator."""
     ssl_model = ibzoo.create_pretraining_model(
         split_model_name_tag(config.model)[0],
         projector_config=config.projector,
         objective_config=config.objective,
         zero_init_last=config.zero_init_last,
     )
-    num_classes = train_data.num_classes if config.online_classifier else None
-    module = PretrainingModule(ssl_model, num_classes)
+    module = PretrainingModule(ssl_model, num_classes if config.online_classifier else None)
     if config.sync_batchnorm and accelerator.num_processes > 1:
         if accelerator.device.type == "cpu":
             logger.warning("SyncBatchNorm needs GPUs; the CPU processes keep per-process BatchNorm.")
@@ -120,72 +147,27 @@ def main(argv: list[str] | None = None) -> Path:
     if config.compile:
         # In place: the parameter names, hence checkpoints and the Hub folder, stay those of the eager model.
         module.ssl_model.backbone.compile()
+    return module
 
-    optimizer = build_pretrain_optimizer(
-        module, config.optimizer, config.batch_size, config.online_classifier_lr
-    )
-    warmup_steps = round(config.optimizer.warmup_epochs * steps_per_epoch)
-    scheduler = warmup_cosine_schedule(optimizer, warmup_steps, total_steps, config.optimizer.min_lr_ratio)
 
-    module, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, loader, scheduler)
-
-    # Resume: the trainer state travels inside each checkpoint, next to the model and optimiser.
-    state = TrainerState()
-    checkpoints = CheckpointManager(
-        accelerator,
-        output_dir / "checkpoints",
-        keep=config.keep_checkpoints,
-        model=module,
-        optimizer=optimizer,
-        scheduler=scheduler,
-        state=state,
-    )
-    checkpoints.resume(config.resume)
+def start_records(config: PretrainConfig, accelerator: Accelerator, output_dir: Path, step: int) -> RunLog:
+    """The trackers, run_config.json and the run's log, once the run has started (and resumed)."""
     if config.log_with:
         # Trackers name the run after its output folder: the W&B / MLflow / Comet project, the TensorBoard
         # run folder, so runs logged to one place stay apart.
-        run_name = output_dir.resolve().name
-        accelerator.init_trackers(run_name, config=flat_hparams(config.to_dict()))
+        accelerator.init_trackers(output_dir.resolve().name, config=flat_hparams(config.to_dict()))
     if accelerator.is_main_process:  # only now: a run that failed to start leaves no record behind
         write_run_config(output_dir, config.to_dict())
-    log = RunLog(accelerator, output_dir / "log.jsonl", resumed_step=state.global_step)
-    trainer = Pretrainer(
-        accelerator,
-        module,
-        optimizer,
-        scheduler,
-        state,
-        log,
-        steps_per_epoch=steps_per_epoch,
-        global_batch_size=config.batch_size,
-        log_every=config.log_every,
-        augment=augment,
-        seed=config.seed,
-    )
+    return RunLog(accelerator, output_dir / "log.jsonl", resumed_step=step)
 
-    last_step = min(total_steps, config.max_steps or total_steps)
-    stop_epoch = min(config.epochs, state.epoch + (config.max_epochs_this_run or config.epochs))
-    logger.info(
-        "%s: %d images, global batch %d (%d per process), %d steps per epoch, step %d of %d",
-        config.model,
-        len(train_data.dataset),
-        config.batch_size,
-        per_process_batch,
-        steps_per_epoch,
-        state.global_step,
-        last_step,
-    )
-    while state.global_step < last_step and state.epoch < stop_epoch:
-        trainer.train_epoch(loader, state.epoch, last_step)
-        finished = state.global_step >= last_step or state.epoch == stop_epoch
-        if finished or state.epoch % config.checkpoint_every == 0:
-            checkpoints.save(checkpoint_name(state, steps_per_epoch))
 
-    if state.global_step < last_step:  # paused by --max-epochs-this-run: the next invocation continues
-        accelerator.end_training()
-        return output_dir / "checkpoints"
+def export_model(
+    config: PretrainConfig, accelerator: Accelerator, module: PretrainingModule, log: RunLog, step: int
+) -> Path:
+    """Write the Hub-ready DIR/model (and push it with --push-to-hub); returns the folder."""
+    output_dir = Path(config.output_dir)
     digests = replica_digests(accelerator, accelerator.unwrap_model(module).ssl_model.backbone)
-    log.write({"backbone_parameter_sha256": digests}, step=state.global_step)
+    log.write({"backbone_parameter_sha256": digests}, step=step)
     model_dir = output_dir / "model"
     if accelerator.is_main_process:
         save_pretrained(
@@ -205,6 +187,80 @@ def main(argv: list[str] | None = None) -> Path:
         if config.push_to_hub:
             push_to_hub(model_dir, config.push_to_hub)
     accelerator.wait_for_everyone()
+    return model_dir
+
+
+def main(argv: list[str] | None = None) -> Path:
+    """Pretrain as the command line says; returns DIR/model, or DIR/checkpoints when paused before the end."""
+    # Setup: configuration, processes, data, model, optimiser and schedule, resumed from the last checkpoint.
+    config = parse_config(argv)
+    output_dir = Path(config.output_dir)
+    accelerator = build_accelerator(config, output_dir)
+    logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    check_output_dir(output_dir, config.identity(), config.resume)
+    set_seed(config.seed)
+
+    data = build_training_data(config, accelerator)
+    module = build_module(config, data.num_classes, accelerator)
+    optimizer = build_pretrain_optimizer(
+        module, config.optimizer, config.batch_size, config.online_classifier_lr
+    )
+    total_steps = data.steps_per_epoch * config.epochs
+    warmup_steps = round(config.optimizer.warmup_epochs * data.steps_per_epoch)
+    scheduler = warmup_cosine_schedule(optimizer, warmup_steps, total_steps, config.optimizer.min_lr_ratio)
+    module, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, data.loader, scheduler)
+
+    # The trainer state travels inside each checkpoint, next to the model and optimiser.
+    state = TrainerState()
+    checkpoints = CheckpointManager(
+        accelerator,
+        output_dir / "checkpoints",
+        keep=config.keep_checkpoints,
+        model=module,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        state=state,
+    )
+    checkpoints.resume(config.resume)
+    log = start_records(config, accelerator, output_dir, state.global_step)
+    trainer = Pretrainer(
+        accelerator,
+        module,
+        optimizer,
+        scheduler,
+        state,
+        log,
+        steps_per_epoch=data.steps_per_epoch,
+        global_batch_size=config.batch_size,
+        log_every=config.log_every,
+        augment=data.augment,
+        seed=config.seed,
+    )
+
+    # Loop: epoch by epoch to the last step, or to the end of this invocation's share of epochs.
+    last_step = min(total_steps, config.max_steps or total_steps)
+    stop_epoch = min(config.epochs, state.epoch + (config.max_epochs_this_run or config.epochs))
+    logger.info(
+        "%s: %d images, global batch %d (%d per process), %d steps per epoch, step %d of %d",
+        config.model,
+        data.num_images,
+        config.batch_size,
+        data.per_process_batch,
+        data.steps_per_epoch,
+        state.global_step,
+        last_step,
+    )
+    while state.global_step < last_step and state.epoch < stop_epoch:
+        trainer.train_epoch(loader, state.epoch, last_step)
+        finished = state.global_step >= last_step or state.epoch == stop_epoch
+        if finished or state.epoch % config.checkpoint_every == 0:
+            checkpoints.save(checkpoint_name(state, data.steps_per_epoch))
+
+    # Export: the Hub-ready model, unless paused by --max-epochs-this-run (the next invocation continues).
+    if state.global_step < last_step:
+        accelerator.end_training()
+        return output_dir / "checkpoints"
+    model_dir = export_model(config, accelerator, module, log, state.global_step)
     accelerator.end_training()
     return model_dir
 

@@ -4,7 +4,8 @@
     python train/push_to_hub.py FOLDER --repo-id me/my-encoder --revision v2 --private
     python train/push_to_hub.py bench-fmnist/hub/ibzoo/*       # several folders, each to its zoo repo
 
-FOLDER is what ibzoo.hub.save_pretrained wrote (train/pretrain.py writes it to RUN_DIR/model at the end).
+FOLDER is what ibzoo.hub.save_pretrained wrote (train/pretrain.py writes it to RUN_DIR/model at the end);
+a folder without config.json stands for its model/ (ibzoo.loading.checkpoint_folder).
 Without --repo-id a checkpoint of a zoo name with a dataset tag goes to the zoo's repo for it
 (e.g. ibzoo/resnet18_cifar_simclr_topk.cifar10); --repo-id takes one folder only. Log in first
 (`hf auth login`) or set HF_TOKEN; set HF_ENDPOINT to push to a mirror. A failed push changes nothing
@@ -15,22 +16,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from ibzoo.hub import CONFIG_FILE, CheckpointError, CheckpointSource, push_to_hub, read_config, zoo_repo_id
-
-
-def hub_folder(path: Path) -> Path:
-    """The checkpoint folder itself, or the ``model`` folder of a pretraining run."""
-    return path / "model" if not (path / CONFIG_FILE).is_file() and (path / "model").is_dir() else path
+from ibzoo.checkpoint_source import CheckpointSource
+from ibzoo.hub import push_to_hub, zoo_repo_id
+from ibzoo.loading import CheckpointError, checkpoint_folder, load_checkpoint
 
 
 def default_repo_id(folder: Path) -> str:
     """The zoo's repo for the checkpoint's model name (recorded in its config.json)."""
-    if not (folder / CONFIG_FILE).is_file():
-        raise SystemExit(
-            f"{folder} has no {CONFIG_FILE}: is it a folder written by ibzoo.hub.save_pretrained?"
-        )
     try:
-        config = read_config(CheckpointSource(folder=folder))
+        config = load_checkpoint(CheckpointSource(folder=folder)).config
     except CheckpointError as error:
         raise SystemExit(str(error)) from None
     model_name = str(config.get("ibzoo", {}).get("model_name", ""))
@@ -61,8 +55,12 @@ def main(argv: list[str] | None = None) -> list[str]:
         )
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
-    # Every repo id is resolved before the first upload, so a folder without one stops nothing half-done.
-    targets = [(folder, args.repo_id or default_repo_id(folder)) for folder in map(hub_folder, args.folders)]
+    # Every folder and repo id is resolved before the first upload, so a bad one stops nothing half-done.
+    try:
+        folders = [checkpoint_folder(path) for path in args.folders]
+    except FileNotFoundError as error:
+        raise SystemExit(f"push_to_hub.py: error: {error}") from None
+    targets = [(folder, args.repo_id or default_repo_id(folder)) for folder in folders]
     urls = []
     for folder, repo_id in targets:
         try:

@@ -6,9 +6,12 @@ same nesting with the field names as keys. Both are read into plain nested dicts
 (only what was given), merged in order of precedence with :func:`merge`, and turned into the
 dataclass by :func:`from_dict`, whose ``__post_init__`` validation then applies.
 
-The scripts that start from a trained model (``train/evaluate.py``, ``train/finetune.py``) share two
-groups of flags: the data set as ``--data.*`` (:class:`~ibzoo.data.DataConfig`, the same flags as
-``train/pretrain.py``) and the model as ``--checkpoint DIR | --model NAME [--random-init]``.
+The scripts that start from a trained model (``train/evaluate.py``, ``train/finetune.py``) take their
+own few settings as plain argparse flags and share three groups, defined once here, with the meanings
+``train/pretrain.py`` gives the same flags: the data set as ``--data.*`` (:class:`~ibzoo.data.DataConfig`,
+pretraining's flags, built by :func:`add_dataclass_arguments`), the model as ``--checkpoint DIR | --model
+NAME [--random-init]``, and how they run: ``--batch-size`` (the GLOBAL batch, over all processes),
+``--num-workers`` (per process), ``--seed``, ``--cpu`` (:func:`add_run_arguments`).
 """
 
 from __future__ import annotations
@@ -29,14 +32,14 @@ from typing import Any, Literal
 import yaml
 
 from ibzoo.data import DataConfig
-from ibzoo.evaluation import checkpoint_model_name
+from ibzoo.loading import checkpoint_folder
 from ibzoo.training.loader import default_num_workers
 
 __all__ = [
     "add_data_arguments",
     "add_dataclass_arguments",
     "add_model_source_arguments",
-    "add_num_workers_argument",
+    "add_run_arguments",
     "check_keys",
     "data_config_from_args",
     "from_dict",
@@ -44,6 +47,7 @@ __all__ = [
     "merge",
     "model_source",
     "overrides_from_namespace",
+    "per_process_batch_size",
 ]
 
 _NONE_WORDS = ("none", "null")
@@ -238,11 +242,36 @@ def data_config_from_args(args: argparse.Namespace) -> DataConfig:
     return config
 
 
-def add_num_workers_argument(parser: argparse.ArgumentParser) -> None:
-    """``--num-workers N``: DataLoader workers per process, by default as many as fit the machine.
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
-    The default is :func:`ibzoo.training.loader.default_num_workers`, as for ``train/pretrain.py``.
+
+_positive_int.__name__ = "int"  # argparse names the type in its error messages
+
+
+def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int, batch: str) -> None:
+    """How a script runs, with ``train/pretrain.py``'s meanings: ``--batch-size``, ``--num-workers``,
+    ``--seed`` and ``--cpu``.
+
+    ``--batch-size`` is the GLOBAL batch, as pretraining's: the images of one ``batch`` over all
+    processes, each process taking an equal share (:func:`per_process_batch_size`). ``--num-workers``
+    counts DataLoader workers per process, by default as many as fit the machine
+    (:func:`ibzoo.training.loader.default_num_workers`).
+
+    Args:
+        parser: The script's parser.
+        batch_size: The default global batch.
+        batch: What one batch is, e.g. "images per optimisation step".
     """
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        default=batch_size,
+        help=f"GLOBAL batch: {batch} over all processes, split evenly between them (default: %(default)s)",
+    )
     parser.add_argument(
         "--num-workers",
         type=int,
@@ -250,6 +279,27 @@ def add_num_workers_argument(parser: argparse.ArgumentParser) -> None:
         help="DataLoader worker processes per process (default: min(4, CPU cores per process), "
         "%(default)s here)",
     )
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=0,
+        help="seed of everything random: initial weights, data order, augmentations (default: %(default)s)",
+    )
+    parser.add_argument("--cpu", action="store_true", help="run on the CPU even when an accelerator exists")
+
+
+def per_process_batch_size(batch_size: int, num_processes: int, accumulation_steps: int = 1) -> int:
+    """Images per process and micro-batch of the global ``--batch-size``: ``batch_size / (num_processes x
+    accumulation_steps)``; a ValueError names the nearest sizes that divide evenly."""
+    shards = num_processes * accumulation_steps
+    if batch_size % shards:
+        lower, higher = batch_size // shards * shards, (batch_size // shards + 1) * shards
+        raise ValueError(
+            f"--batch-size {batch_size} is the global batch and must divide evenly over "
+            f"{num_processes} processes x {accumulation_steps} accumulation steps = {shards}; "
+            f"pass e.g. --batch-size {higher}" + (f" or {lower}." if lower else ".")
+        )
+    return batch_size // shards
 
 
 def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
@@ -280,8 +330,8 @@ def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
 def model_source(args: argparse.Namespace) -> tuple[str, bool]:
     """``(model name, pretrained)`` for :func:`ibzoo.create_model` from the model source flags.
 
-    ``--checkpoint DIR`` becomes ``local-dir:...`` (:func:`ibzoo.evaluation.checkpoint_model_name`) with its
-    weights; ``--model NAME`` is pretrained unless ``--random-init``.
+    ``--checkpoint DIR`` becomes ``local-dir:`` and the folder :func:`ibzoo.loading.checkpoint_folder` finds,
+    with its weights; ``--model NAME`` is pretrained unless ``--random-init``.
 
     Raises:
         ValueError: ``--random-init`` with ``--checkpoint``.
@@ -294,4 +344,4 @@ def model_source(args: argparse.Namespace) -> tuple[str, bool]:
             "--random-init goes with --model; a --checkpoint always loads its weights. For its architecture "
             "untrained, pass --model local-dir:DIR/model --random-init."
         )
-    return checkpoint_model_name(args.checkpoint), True
+    return f"local-dir:{checkpoint_folder(args.checkpoint).resolve()}", True

@@ -35,6 +35,7 @@ from ibzoo.training.cli import (
     load_yaml,
     merge,
     overrides_from_namespace,
+    per_process_batch_size,
 )
 from ibzoo.training.loader import default_num_workers
 
@@ -211,15 +212,7 @@ class PretrainConfig:
 
     def per_process_batch_size(self, num_processes: int, accumulation_steps: int) -> int:
         """Images per process and micro-batch: batch_size / (num_processes x accumulation_steps)."""
-        shards = num_processes * accumulation_steps
-        if self.batch_size % shards:
-            lower, higher = self.batch_size // shards * shards, (self.batch_size // shards + 1) * shards
-            raise ValueError(
-                f"--batch-size {self.batch_size} is the global batch and must divide evenly over "
-                f"{num_processes} processes x {accumulation_steps} accumulation steps = {shards}; "
-                f"pass e.g. --batch-size {higher}" + (f" or {lower}." if lower else ".")
-            )
-        return self.batch_size // shards
+        return per_process_batch_size(self.batch_size, num_processes, accumulation_steps)
 
     def to_dict(self) -> dict[str, Any]:
         """The resolved configuration as JSON values (tuples become lists)."""

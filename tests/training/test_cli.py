@@ -1,7 +1,9 @@
 import argparse
+import re
 
 import pytest
 
+from helpers.scripts import load_train_script
 from ibzoo.data import DataConfig
 from ibzoo.training.cli import (
     add_data_arguments,
@@ -9,8 +11,9 @@ from ibzoo.training.cli import (
     add_model_source_arguments,
     data_config_from_args,
     model_source,
+    per_process_batch_size,
 )
-from ibzoo.training.config import PretrainConfig
+from ibzoo.training.config import PretrainConfig, parse_pretrain_args
 
 
 def shared_parser() -> argparse.ArgumentParser:
@@ -87,3 +90,25 @@ def test_exactly_one_model_source(argv):
 def test_required_names_fields():
     with pytest.raises(KeyError, match="did you mean 'dataset'"):
         add_dataclass_arguments(argparse.ArgumentParser(), DataConfig, required=("datset",))
+
+
+def test_every_script_shares_the_run_flags_and_their_meanings(capsys):
+    """--batch-size is the GLOBAL batch in pretrain.py, evaluate.py and finetune.py alike."""
+    parsers = {
+        "pretrain": parse_pretrain_args,
+        "evaluate": load_train_script("evaluate").parse_args,
+        "finetune": load_train_script("finetune").parse_args,
+    }
+    for script, parse in parsers.items():
+        with pytest.raises(SystemExit):
+            parse(["--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        assert re.search(r"--batch-size [A-Z_]+ GLOBAL batch", text), script
+        for flag in ("--num-workers", "--seed", "--cpu", "--data.dataset"):
+            assert flag in text, (script, flag)
+
+
+def test_per_process_batch_size_splits_the_global_batch():
+    assert per_process_batch_size(256, 4) == 64 and per_process_batch_size(256, 2, 4) == 32
+    with pytest.raises(ValueError, match=r"--batch-size 100 is the global batch .* --batch-size 102 or 99\."):
+        per_process_batch_size(100, 3)

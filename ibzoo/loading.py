@@ -1,0 +1,404 @@
+"""The one door for loading published ibzoo checkpoints: config.json read once, weights from safetensors.
+
+A published checkpoint (a Hub repo or a folder, :class:`~ibzoo.checkpoint_source.CheckpointSource`)
+holds the backbone in ``model.safetensors``, the projector in ``projector.safetensors`` and both
+configurations in ``config.json``. :func:`load_checkpoint` reads and checks its config.json once and
+gives the factory (:mod:`ibzoo.factory`) what it needs: where the checkpoint lives, the projector and
+objective configs it records and, on demand, the projector's weights. The projector comes from the same
+place as the backbone: a zoo name's ``hf_hub_id``, ``hf-hub:org/repo[@revision]``, ``local-dir:/path``,
+or the folder of a ``pretrained_cfg_overlay=dict(file=".../model.safetensors")``
+(:func:`backbone_checkpoint`).
+
+Only safetensors and JSON files are read: :func:`create_pretrained` reads the backbone's weights itself
+and hands timm the checked tensors, so timm's fallbacks to ``pytorch_model.bin`` and ``.pth`` URLs
+(``torch.load``) are never reached, and a pickle-only source is refused naming the file
+(:mod:`ibzoo.weights`). A config.json written by a newer ibzoo (major.minor) is refused. Every failure a
+user can meet is re-raised with the source tried and the remedy
+(:func:`~ibzoo.checkpoint_source.explained_errors`).
+
+Publishing (:mod:`ibzoo.hub`: ``save_pretrained``, ``push_to_hub``, cards and plots) builds on this
+module; nothing here imports it, so loading a checkpoint never imports the card renderer or the plots.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import re
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import safetensors
+import timm
+from huggingface_hub import constants
+from safetensors.torch import load_file
+from timm.models import resolve_pretrained_cfg, split_model_name_tag
+
+# timm has no public function for "which file would load_pretrained read for this cfg": ibzoo must read
+# exactly that file itself (safetensors only), so it asks the private helper timm's loader uses.
+from timm.models._builder import _resolve_pretrained_source
+from torch import Tensor, nn
+
+from ibzoo.checkpoint_source import (
+    CONFIG_FILE,
+    PROJECTOR_FILE,
+    WEIGHTS_FILE,
+    CheckpointSource,
+    PretrainedWeightsUnavailableError,
+    explained_errors,
+)
+from ibzoo.models.pretraining import SSLModel
+from ibzoo.models.zoo import MODEL_INFOS
+from ibzoo.objectives import ObjectiveConfig
+from ibzoo.projectors import ProjectorConfig
+from ibzoo.version import __version__
+from ibzoo.weights import CheckpointError, check_state_dict, refuse_pickle
+
+# With the errors loading raises, defined where they arise (ibzoo.weights, ibzoo.checkpoint_source).
+__all__ = [
+    "Checkpoint",
+    "CheckpointError",
+    "PretrainedWeightsUnavailableError",
+    "backbone_architecture",
+    "backbone_checkpoint",
+    "checkpoint_folder",
+    "create_pretrained",
+    "load_checkpoint",
+    "load_projector_weights",
+    "load_safetensors_checkpoint",
+    "pretrained_weights_errors",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """A published checkpoint as loading needs it: where it lives and its config.json, read once.
+
+    Attributes:
+        name: What it was loaded as (``hf-hub:...``, ``local-dir:...``, a zoo name), named in errors.
+        source: Where its files lie.
+        config: Its config.json (timm's format), checked by :func:`load_checkpoint`.
+    """
+
+    name: str
+    source: CheckpointSource
+    config: dict[str, Any]
+
+    @property
+    def section(self) -> dict[str, Any] | None:
+        """config.json's "ibzoo" section; None for a plain timm checkpoint, which has no projector."""
+        return self.config.get("ibzoo")
+
+    def pretraining_configs(self) -> tuple[ProjectorConfig, ObjectiveConfig]:
+        """The projector and objective configs the checkpoint records; a plain timm one is refused."""
+        if self.section is None:
+            raise CheckpointError(
+                f"{self.source} is a plain timm checkpoint ({self.config.get('architecture')}) without an "
+                "ibzoo projector: pass framework= and projector= to create_pretraining_model to pair it "
+                "with a new projector."
+            )
+        return _recorded_configs(self.section)
+
+    def zoo_configs(self, framework: str, projector: str) -> tuple[ProjectorConfig, ObjectiveConfig] | None:
+        """The recorded projector and objective configs when the checkpoint is an ibzoo one of this
+        framework and projector kind; else None.
+
+        A zoo tag's checkpoint may size its projector unlike the name's recipe (the ``.fmnist`` top-k
+        layers are smaller): its recorded configs are the ones its projector weights fit. A checkpoint of
+        another kind is left to :func:`load_projector_weights`, which reports the mismatch.
+        """
+        section = self.section
+        if section is None or (section.get("framework"), section.get("projector")) != (framework, projector):
+            return None
+        return _recorded_configs(section)
+
+    def projector_state(self) -> tuple[dict[str, Tensor], Path]:
+        """The projector's tensors (``projector.safetensors``) and the local file they were read from."""
+        with explained_errors(self.name, self.source, "projector weights"):
+            path = self.source.fetch(PROJECTOR_FILE)
+            return _load_safetensors(path, "projector"), path
+
+
+def _recorded_configs(section: Mapping[str, Any]) -> tuple[ProjectorConfig, ObjectiveConfig]:
+    return ProjectorConfig(**section["projector_config"]), ObjectiveConfig(**section["objective_config"])
+
+
+def load_checkpoint(source: str | CheckpointSource, name: str | None = None) -> Checkpoint:
+    """The published checkpoint ``source`` names, with its config.json read and checked once.
+
+    Args:
+        source: A ``hf-hub:org/repo[@revision]`` or ``local-dir:/path`` name, a zoo name with a pretrained
+            tag, or a :class:`~ibzoo.checkpoint_source.CheckpointSource`.
+        name: What the checkpoint is loaded as, named in errors (default: ``source``).
+
+    Raises:
+        CheckpointError: config.json is not valid JSON, not timm's format, or from a newer ibzoo.
+        PretrainedWeightsUnavailableError: config.json cannot be had (no such file, repo or revision;
+            offline and not cached), with the source tried and the remedy.
+    """
+    if isinstance(source, str):
+        name = name or source
+        found = CheckpointSource.from_name(source)
+        if found is None:
+            raise ValueError(f"{source!r} names no published checkpoint (no Hub repo and no folder).")
+        source = found
+    name = name or source.name
+    with explained_errors(name, source, "configuration"):
+        return Checkpoint(name, source, _read_config(source))
+
+
+def backbone_checkpoint(backbone: nn.Module, name: str, known: Checkpoint | None = None) -> Checkpoint | None:
+    """The checkpoint ``backbone``'s pretrained weights came from (its resolved ``pretrained_cfg``); None
+    when they came from no published checkpoint.
+
+    ``known``, a checkpoint already loaded for ``name``, is returned when it is that one, so that its
+    config.json is not read again; a ``pretrained_cfg_overlay`` file elsewhere is read from its folder.
+    """
+    source = CheckpointSource.from_backbone(backbone)
+    if source is None:
+        return None
+    if known is not None and known.source == source:
+        return known
+    return load_checkpoint(source, name)
+
+
+def checkpoint_folder(path: str | Path) -> Path:
+    """The checkpoint folder a user's ``path`` names: ``path`` itself when it holds config.json (a folder
+    written by ``ibzoo.hub.save_pretrained``, a fine-tuned model, a Hub download), else its ``model/`` (the
+    output folder of a pretraining run, ``train/pretrain.py --output-dir``).
+
+    The folder named comes first: a path that is a checkpoint is taken as it is.
+    """
+    path = Path(path).expanduser()
+    for candidate in (path, path / "model"):
+        if (candidate / CONFIG_FILE).is_file():
+            return candidate
+    raise FileNotFoundError(
+        f"Neither {path / CONFIG_FILE} nor {path / 'model' / CONFIG_FILE} exists. Pass the output folder "
+        "of a pretraining run that finished (train/pretrain.py --output-dir), or a folder with config.json "
+        "and model.safetensors (ibzoo.hub.save_pretrained)."
+    )
+
+
+@contextlib.contextmanager
+def pretrained_weights_errors(
+    model_name: str, pretrained_cfg_overlay: Mapping[str, Any] | None = None
+) -> Iterator[None]:
+    """Re-raise the backbone's download or load failures with the source tried and how to point elsewhere.
+
+    A ``pretrained_cfg_overlay`` naming a local ``file`` is the source then, not the name's Hub repo.
+    """
+    file = (pretrained_cfg_overlay or {}).get("file")
+    source = CheckpointSource(folder=Path(file).parent) if file else CheckpointSource.from_name(model_name)
+    with explained_errors(model_name, source, "pretrained weights"):
+        yield
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None:
+        raise CheckpointError(
+            f"config.json names an unreadable ibzoo version {version!r}; re-save the checkpoint."
+        )
+    return int(match[1]), int(match[2])
+
+
+def _read_config(source: CheckpointSource) -> dict[str, Any]:
+    """config.json of ``source``, checked to be timm's format (plus an ibzoo section) and refused when a
+    newer ibzoo (major.minor) wrote it."""
+    path = source.fetch(CONFIG_FILE)
+    try:
+        config = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise CheckpointError(
+            f"{CONFIG_FILE} of {source} ({path}) is not valid JSON ({err}); re-save the checkpoint."
+        ) from None
+    expected = {"architecture": str, "pretrained_cfg": dict, "model_args": dict, "ibzoo": dict}
+    wrong = [
+        f"{key!r} is a {type(config[key]).__name__}, not a {kind.__name__}"
+        for key, kind in expected.items()
+        if isinstance(config, dict) and key in config and not isinstance(config[key], kind)
+    ]
+    if not isinstance(config, dict) or "architecture" not in config or wrong:
+        problem = "; ".join(wrong) or (
+            "it has no 'architecture'"
+            if isinstance(config, dict)
+            else f"it is a JSON {type(config).__name__}"
+        )
+        raise CheckpointError(
+            f"{CONFIG_FILE} of {source} ({path}) is not a timm model config: {problem}. Re-save the "
+            "checkpoint with ibzoo.hub.save_pretrained (or timm's save_for_hf)."
+        )
+    written = config.get("ibzoo", {}).get("version", "0.0")
+    if _major_minor(str(written)) > _major_minor(__version__):
+        raise CheckpointError(
+            f"{source} was written by ibzoo {written}, newer than the installed ibzoo {__version__}: "
+            f"upgrade with pip install -U 'ibzoo>={'.'.join(map(str, _major_minor(written)))}'."
+        )
+    return config
+
+
+def backbone_architecture(backbone: nn.Module) -> str:
+    """The registered timm architecture of a backbone ("resnet18_cifar" for any resnet18_cifar_* zoo name)."""
+    architecture = getattr(backbone, "pretrained_cfg", {}).get("architecture")
+    if architecture is None:
+        raise ValueError("The backbone has no timm pretrained_cfg: build it with ibzoo.create_model or timm.")
+    base = split_model_name_tag(architecture)[0]
+    return MODEL_INFOS[base].architecture if base in MODEL_INFOS else architecture
+
+
+def _load_safetensors(path: Path, content: str) -> dict[str, Tensor]:
+    """The tensors of the safetensors file ``path``, which must hold ``content`` ("backbone", "projector")
+    when its metadata says; a truncated file is named, with the remedy for where it lies."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as weights:
+            found = (weights.metadata() or {}).get("content", content)
+        tensors = load_file(path) if found == content else None
+    except safetensors.SafetensorError as err:
+        cache = Path(constants.HF_HUB_CACHE).resolve()
+        remedy = (
+            f"Download it again: delete the repo's folder under {cache} first"
+            if cache in Path(path).resolve().parents
+            else "Re-save the checkpoint with ibzoo.hub.save_pretrained (or copy it again)"
+        )
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {remedy}.") from None
+    if tensors is None:
+        raise CheckpointError(f"{path} holds the {found}, not the {content}; re-save the checkpoint.")
+    return tensors
+
+
+_SOURCE_KEYS = ("source", "file", "url", "hf_hub_id", "hf_hub_filename", "state_dict", "custom_load")
+
+
+def _weights_origin(model_name: str, kwargs: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    """The pretrained_cfg entries that say where timm would take ``model_name``'s weights from."""
+    if model_name.startswith("local-dir:"):
+        cfg = {"source": "local-dir", "file": model_name.removeprefix("local-dir:")}
+    elif model_name.startswith("hf-hub:"):
+        cfg = {"source": "hf-hub", "hf_hub_id": model_name.removeprefix("hf-hub:")}
+    else:
+        architecture, tag = split_model_name_tag(model_name)
+        resolved = resolve_pretrained_cfg(architecture, kwargs.get("pretrained_cfg") or tag or None, overlay)
+        return {key: value for key, value in resolved.to_dict().items() if key in _SOURCE_KEYS}
+    return {**cfg, **{key: value for key, value in overlay.items() if key in _SOURCE_KEYS}}
+
+
+def _read_pretrained_weights(origin: Mapping[str, Any]) -> tuple[dict[str, Tensor], str] | None:
+    """The backbone weights ``origin`` names, read from a safetensors file, and where they came from.
+
+    None for an in-memory ``state_dict`` (the caller's own) or no source at all (timm says so).
+    """
+    load_from, location = _resolve_pretrained_source(dict(origin))
+    if load_from in ("", "state_dict"):
+        return None
+    if origin.get("custom_load"):
+        refuse_pickle(
+            location if isinstance(location, str) else "/".join(location), "weights in a custom format"
+        )
+    if load_from == "url":
+        refuse_pickle(location)
+    if load_from == "file":
+        path = Path(location)
+        if not path.name.endswith(".safetensors"):
+            refuse_pickle(path)
+        if not path.is_file():
+            raise PretrainedWeightsUnavailableError(f"Pretrained weights file {path} does not exist.")
+    elif load_from == "local-dir":
+        path = CheckpointSource(folder=Path(location)).fetch(WEIGHTS_FILE)
+    else:  # hf-hub: a repo id, or (repo id, file name)
+        repo, filename = (location, WEIGHTS_FILE) if isinstance(location, str) else location
+        if not filename.endswith(".safetensors"):
+            if filename != "pytorch_model.bin":  # timm's default, whose safetensors twin is model.safetensors
+                refuse_pickle(f"{repo}/{filename}")
+            filename = WEIGHTS_FILE
+        path = CheckpointSource.from_hub_id(repo).fetch(filename)
+    return _load_safetensors(path, "backbone"), str(path)
+
+
+def create_pretrained(model_name: str, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(model_name, pretrained=True, **kwargs)``, reading the weights from safetensors.
+
+    The weights are read here, from wherever timm would take them (the name's Hub repo, a ``local-dir:``
+    folder, a ``pretrained_cfg_overlay`` file), and handed to timm as an in-memory state dict, so that
+    timm still adapts them (input channels, classifier) but never falls back to a pickle. The model's
+    ``pretrained_cfg`` keeps the original source; the tensors are checked against the model
+    (:func:`ibzoo.weights.check_state_dict`).
+    """
+    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
+    origin = _weights_origin(model_name, kwargs, overlay)
+    found = _read_pretrained_weights(origin)
+    if found is None:
+        return timm.create_model(
+            model_name, pretrained=True, pretrained_cfg_overlay=overlay or None, **kwargs
+        )
+    state_dict, where = found
+    tensors = dict(state_dict)  # timm edits the dict it is given (drops a classifier, adapts the stem)
+    # An empty source makes timm take the state dict ahead of every other location.
+    loading = {**overlay, "state_dict": state_dict, "source": ""}
+    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=loading, **kwargs)
+    model.pretrained_cfg.pop("state_dict", None)
+    for key in ("source", "custom_load"):
+        model.pretrained_cfg.pop(key, None)
+        if origin.get(key) is not None:
+            model.pretrained_cfg[key] = origin[key]
+    check_state_dict(tensors, model.state_dict(), where)
+    return model
+
+
+def load_safetensors_checkpoint(model: nn.Module, path: str | Path) -> None:
+    """Load a safetensors state dict into ``model`` strictly, as timm's ``checkpoint_path=`` does."""
+    path = Path(path)
+    if not path.name.endswith(".safetensors"):
+        refuse_pickle(path)
+    if not path.is_file():
+        raise PretrainedWeightsUnavailableError(f"checkpoint_path {path} does not exist.")
+    state_dict = _load_safetensors(path, "backbone")
+    check_state_dict(state_dict, model.state_dict(), str(path))
+    model.load_state_dict(state_dict)
+
+
+def load_projector_weights(model: SSLModel, checkpoint: Checkpoint | None, model_name: str) -> None:
+    """Load the projector of ``checkpoint``, the one the backbone's weights came from
+    (:func:`backbone_checkpoint`), into ``model.projector`` (strict).
+
+    Weights from no ibzoo checkpoint (a timm model's own) have no projector: the new one is kept, with a
+    warning.
+    """
+    if checkpoint is None or checkpoint.section is None:
+        warnings.warn(
+            f"The weights of {model_name!r} come without an ibzoo projector; the projector starts from "
+            "scratch.",
+            stacklevel=3,
+        )
+        return
+    _check_same_model(checkpoint, model)
+    state_dict, path = checkpoint.projector_state()
+    check_state_dict(state_dict, model.projector.state_dict(), str(path))
+    try:
+        model.projector.load_state_dict(state_dict)
+    except RuntimeError as err:
+        detail = " ".join(str(err).split()[:24])  # the first missing keys or size mismatches are enough
+        raise CheckpointError(
+            f"{path} does not fit the projector that {checkpoint.source}'s config.json describes ({detail} "
+            "...): the two files were not saved together. Re-save the checkpoint with "
+            "ibzoo.hub.save_pretrained."
+        ) from None
+
+
+def _check_same_model(checkpoint: Checkpoint, model: SSLModel) -> None:
+    config, section, source = checkpoint.config, checkpoint.section, checkpoint.source
+    expected = backbone_architecture(model.backbone)
+    if config.get("architecture") != expected:
+        raise CheckpointError(
+            f"{source} holds a {config.get('architecture')} ({section.get('model_name')}), but "
+            f"{checkpoint.name!r} is a {expected}: point it at a checkpoint of a {expected}."
+        )
+    published = ProjectorConfig(**section["projector_config"])
+    if published != model.projector_config:
+        raise CheckpointError(
+            f"{source} holds the projector of {section.get('model_name')}, but the model was built with "
+            f"another one: pass projector_config={published!r} or the matching zoo name."
+        )

@@ -21,9 +21,9 @@ from huggingface_hub import errors as hf_errors
 from timm.models import get_pretrained_cfg, split_model_name_tag
 from torch import nn
 
-from ibzoo.models.zoo import MODEL_INFOS
+from ibzoo.models.zoo import MODEL_INFOS, PUBLISHED, not_published_error, tag_repo_id
 from ibzoo.version import __version__
-from ibzoo.weights import PICKLE_SUFFIXES, CheckpointError, refuse_pickle
+from ibzoo.weights import PICKLE_SUFFIXES, CheckpointError, PretrainedWeightsUnavailableError, refuse_pickle
 
 __all__ = [
     "CONFIG_FILE",
@@ -37,10 +37,6 @@ __all__ = [
 WEIGHTS_FILE = "model.safetensors"
 PROJECTOR_FILE = "projector.safetensors"
 CONFIG_FILE = "config.json"
-
-
-class PretrainedWeightsUnavailableError(FileNotFoundError):
-    """Pretrained weights could not be found or downloaded: offline, no such repo, revision or file."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +58,8 @@ class CheckpointSource:
             cfg = get_pretrained_cfg(model_name)
             if cfg is not None and cfg.hf_hub_id:
                 return cls.from_hub_id(cfg.hf_hub_id)
-        return None
+        repo_id = tag_repo_id(model_name)  # a zoo tag not published yet: its repo, on a mirror or local Hub
+        return cls(repo_id) if repo_id is not None else None
 
     @classmethod
     def from_hub_id(cls, hub_id: str) -> CheckpointSource:
@@ -156,6 +153,14 @@ def _http_status(error: BaseException) -> int | None:
     return None
 
 
+def _unpublished_zoo_name(model_name: str) -> bool:
+    base, tag = split_model_name_tag(model_name)
+    return (
+        tag_repo_id(model_name) is not None
+        and f"{base}.{tag or MODEL_INFOS[base].pretrained_tags[0]}" not in PUBLISHED
+    )
+
+
 @contextlib.contextmanager
 def explained_errors(model_name: str, source: CheckpointSource | None, what: str) -> Iterator[None]:
     """Re-raise download and loading failures of ``what`` with the source tried and the remedy."""
@@ -188,6 +193,8 @@ def explained_errors(model_name: str, source: CheckpointSource | None, what: str
             f"Could not get the {what} of {model_name!r} from {where}: {reason}. {_where_else()}"
         ) from err
     except hf_errors.RepositoryNotFoundError as err:
+        if _unpublished_zoo_name(model_name):
+            raise not_published_error(model_name, f"{where} does not exist") from err
         raise PretrainedWeightsUnavailableError(
             f"Could not get the {what} of {model_name!r}: {where} does not exist (or is private: log in with "
             f"`hf auth login` or set HF_TOKEN). {_where_else()}"

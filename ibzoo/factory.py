@@ -180,15 +180,19 @@ def create_pretraining_model(
     return model
 
 
-def list_models(pattern: str = "*", pretrained: bool = False) -> list[str]:
-    """Zoo names matching a shell-style ``pattern``; with ``pretrained=True``, the ``name.tag`` entries
-    that have published weights."""
-    names = timm.list_models(pattern, pretrained=pretrained)
+def list_models(pattern: str = "*", pretrained: bool = False, include_tags: bool = False) -> list[str]:
+    """Zoo names matching a shell-style ``pattern``.
+
+    ``include_tags=True`` lists every ``name.tag`` the zoo has a recipe and a Hub repo id for, published
+    or not (as ``timm.list_models(include_tags=True)``); ``pretrained=True`` only the ``name.tag`` entries
+    whose weights are published on huggingface.co (``ibzoo.models.zoo.PUBLISHED``).
+    """
+    names = timm.list_models(pattern, pretrained=pretrained, include_tags=include_tags or pretrained)
     return sorted(n for n in names if split_model_name_tag(n)[0] in MODEL_INFOS)
 
 
 def list_pretrained(pattern: str = "*") -> list[str]:
-    """Every ``name.tag`` with a pretrained config (and a Hub repo) matching ``pattern``."""
+    """Every ``name.tag`` matching ``pattern`` whose weights are published on huggingface.co."""
     return list_models(pattern, pretrained=True)
 
 

@@ -51,7 +51,7 @@ from ibzoo.checkpoint_source import (
     explained_errors,
 )
 from ibzoo.models.pretraining import SSLModel
-from ibzoo.models.zoo import MODEL_INFOS
+from ibzoo.models.zoo import MODEL_INFOS, tag_repo_id
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.version import __version__
@@ -282,7 +282,12 @@ def _weights_origin(model_name: str, kwargs: Mapping[str, Any], overlay: Mapping
     else:
         architecture, tag = split_model_name_tag(model_name)
         resolved = resolve_pretrained_cfg(architecture, kwargs.get("pretrained_cfg") or tag or None, overlay)
-        return {key: value for key, value in resolved.to_dict().items() if key in _SOURCE_KEYS}
+        origin = {key: value for key, value in resolved.to_dict().items() if key in _SOURCE_KEYS}
+        if not any(origin.values()) and tag_repo_id(model_name) is not None:
+            # A zoo tag not published yet (timm knows no weights for it): its repo, which a mirror or a
+            # local Hub may serve; when it is missing there too, the error says how to train it.
+            origin |= {"source": "hf-hub", "hf_hub_id": tag_repo_id(model_name)}
+        return origin
     return {**cfg, **{key: value for key, value in overlay.items() if key in _SOURCE_KEYS}}
 
 
@@ -344,6 +349,8 @@ def create_pretrained(model_name: str, **kwargs: Any) -> nn.Module:
         model.pretrained_cfg.pop(key, None)
         if origin.get(key) is not None:
             model.pretrained_cfg[key] = origin[key]
+    if origin.get("hf_hub_id") and not model.pretrained_cfg.get("hf_hub_id"):
+        model.pretrained_cfg["hf_hub_id"] = origin["hf_hub_id"]  # an unpublished zoo tag's repo
     check_state_dict(tensors, model.state_dict(), where)
     return model
 

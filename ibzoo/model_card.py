@@ -23,9 +23,8 @@ from typing import TYPE_CHECKING, Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
-from timm.models import split_model_name_tag
 
-from ibzoo.models.zoo import HUB_ORGANIZATION, MODEL_INFOS
+from ibzoo.models.zoo import tag_repo_id
 from ibzoo.names import FRAMEWORK_TITLES, REPO_ID
 
 if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; the annotations are never evaluated
@@ -162,8 +161,7 @@ def render_model_card(
         eval_results=eval_results or None,
     )
     # The zoo's own repos load by zoo name; any other repo by its hf-hub: name.
-    base = split_model_name_tag(model_name)[0]
-    is_zoo_repo = repo_id == f"{HUB_ORGANIZATION}/{model_name}" and base in MODEL_INFOS
+    is_zoo_repo = "." in model_name and repo_id == tag_repo_id(model_name)
     # The training configuration's projector and objective are stored once, as the model's configs (older
     # files hold them in both places, with the same values).
     settings = {

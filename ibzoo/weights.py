@@ -18,7 +18,13 @@ from typing import NoReturn
 
 import torch
 
-__all__ = ["PICKLE_SUFFIXES", "CheckpointError", "check_state_dict", "refuse_pickle"]
+__all__ = [
+    "PICKLE_SUFFIXES",
+    "CheckpointError",
+    "PretrainedWeightsUnavailableError",
+    "check_state_dict",
+    "refuse_pickle",
+]
 
 # Suffixes of PyTorch's pickle-based files, as timm, Accelerate and torch.save name them.
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".tar")
@@ -26,6 +32,11 @@ PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".tar")
 
 class CheckpointError(ValueError):
     """Found weights cannot be used: corrupt, pickled, for another model, or from a newer ibzoo."""
+
+
+class PretrainedWeightsUnavailableError(FileNotFoundError):
+    """Pretrained weights could not be found or downloaded: not published, offline, no such repo, revision
+    or file."""
 
 
 def refuse_pickle(path: str | Path, what: str = "weights") -> NoReturn:

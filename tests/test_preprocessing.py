@@ -24,9 +24,9 @@ IMAGES = [_rgb_image(300, 257, seed=0), _rgb_image(45, 37, seed=1)]
 
 @pytest.fixture(scope="module")
 def pretrained_backbones() -> dict[str, torch.nn.Module]:
-    """Every pretrained name.tag's backbone, on the meta device: only its pretrained_cfg matters here."""
+    """Every name.tag's backbone, published or not, on the meta device: only its pretrained_cfg matters."""
     with torch.device("meta"):
-        return {name_tag: ibzoo.create_model(name_tag) for name_tag in ibzoo.list_pretrained()}
+        return {name_tag: ibzoo.create_model(name_tag) for name_tag in ibzoo.list_models(include_tags=True)}
 
 
 def test_every_pretrained_tag_is_evaluated_as_timm_create_transform_preprocesses(pretrained_backbones):
@@ -38,7 +38,7 @@ def test_every_pretrained_tag_is_evaluated_as_timm_create_transform_preprocesses
             # Equal up to float rounding: timm divides by 255 where torchvision v2 multiplies by 1/255.
             torch.testing.assert_close(ours(image), timm_transform(image), rtol=0, atol=1e-5, msg=name_tag)
             checked += 1
-    assert checked == len(IMAGES) * len(ibzoo.list_pretrained()) > 0
+    assert checked == len(IMAGES) * len(ibzoo.list_models(include_tags=True)) > 0
 
 
 def test_training_views_resize_as_the_pretrained_configs_declare(pretrained_backbones):

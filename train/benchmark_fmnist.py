@@ -74,7 +74,7 @@ from ibzoo.data import DataConfig, build_fashion_mnist_dataset, load_image_datas
 from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
 from ibzoo.hub import CARD_FILE, CURVES_FILE
 from ibzoo.model_card import RESULT_METRICS, render_model_card
-from ibzoo.models.zoo import DATASETS, HUB_ORGANIZATION
+from ibzoo.models.zoo import DATASETS, tag_repo_id
 from ibzoo.names import FRAMEWORK_TITLES, FRAMEWORKS, PROJECTORS
 
 logger = logging.getLogger("benchmark_fmnist")
@@ -245,7 +245,7 @@ def reference_backbone(cell: Cell, seed: int, image_size: int, train_data) -> to
 def publish(model_dir: Path, hub_root: Path, cell: Cell, run: dict, benchmark: dict) -> Path:
     """Copy one run's model folder to hub/ibzoo/NAME.fmnist with its scores and the whole table in
     config.json and the model card."""
-    repo_id = f"{HUB_ORGANIZATION}/{model_name(cell)}.{TAG}"
+    repo_id = tag_repo_id(f"{model_name(cell)}.{TAG}")
     folder = hub_root / repo_id
     shutil.copytree(model_dir, folder, dirs_exist_ok=True)
     config = json.loads((folder / CONFIG_FILE).read_text())

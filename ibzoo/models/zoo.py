@@ -12,7 +12,7 @@ framework (``simclr``, ``barlow``) and one of the paper's projectors:
 ============  =====================================================================================
 
 Registering a name with timm makes ``timm.create_model(name)`` return the pre-projector backbone with
-that name's ``pretrained_cfg`` (input size, mean/std, crop and one ``hf_hub_id`` per pretrained tag);
+that name's ``pretrained_cfg`` (input size, mean/std, crop; an ``hf_hub_id`` once a tag is ``PUBLISHED``);
 :func:`ibzoo.create_pretraining_model` adds the projector and objective described by :class:`ModelInfo`.
 
 Recipes follow "Projection Head is Secretly an Information Bottleneck" (Ouyang et al., ICLR 2025,
@@ -40,17 +40,28 @@ from ibzoo.names import FRAMEWORKS, PROJECTORS, did_you_mean
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.optim import OptimizerConfig
 from ibzoo.projectors import ProjectorConfig
+from ibzoo.weights import PretrainedWeightsUnavailableError
 
 __all__ = [
     "HUB_ORGANIZATION",
+    "PUBLISHED",
     "ModelInfo",
     "get_model_info",
+    "not_published_error",
     "paper_objective_config",
     "paper_projector_config",
     "projector_kind",
+    "tag_repo_id",
 ]
 
 HUB_ORGANIZATION = "ibzoo"
+
+# The ``name.tag`` entries whose weights are on huggingface.co, in their zoo repo (``tag_repo_id``): add one
+# when its repo goes live. Only these are pretrained for timm (``timm.list_pretrained()``, ``pretrained=True``
+# through plain timm), so tools that walk timm's pretrained list find real weights. Every other tag keeps
+# its recipe and its repo id: ``ibzoo.create_model(name.tag, pretrained=True)`` still loads it from that
+# repo on a mirror (``HF_ENDPOINT``) or a local Hub, and otherwise says how to train it.
+PUBLISHED: frozenset[str] = frozenset()
 
 Family = Literal["cifar", "imagenet"]
 
@@ -232,11 +243,38 @@ MODEL_INFOS: dict[str, ModelInfo] = {
 }
 
 
+def tag_repo_id(name: str) -> str | None:
+    """The Hub repo of a zoo ``name.tag`` ("ibzoo/resnet18_cifar_simclr_topk.cifar10"); an untagged zoo
+    name's is its default (first) tag's, as timm resolves it. None for any other name or an unknown tag."""
+    base, tag = split_model_name_tag(name)
+    if base not in MODEL_INFOS:
+        return None
+    tag = tag or MODEL_INFOS[base].pretrained_tags[0]
+    return f"{HUB_ORGANIZATION}/{base}.{tag}" if tag in MODEL_INFOS[base].pretrained_tags else None
+
+
+def not_published_error(name: str, tried: str = "") -> PretrainedWeightsUnavailableError:
+    """The error for ``pretrained=True`` on a zoo name whose weights are not on huggingface.co yet: where
+    they would be, how to train them, how to load them from a mirror, and what was ``tried``, if anything."""
+    base, tag = split_model_name_tag(name)
+    tag = tag or MODEL_INFOS[base].pretrained_tags[0]
+    framework = MODEL_INFOS[base].framework
+    return PretrainedWeightsUnavailableError(
+        f"{base}.{tag} has no published weights yet (they will be at {tag_repo_id(name)} on "
+        f"huggingface.co; ibzoo.list_pretrained() lists the published ones). Train them: python "
+        f"train/pretrain.py --model {base} --recipe train/recipes/{framework}_{tag}.yaml --output-dir RUN "
+        f"(README, Pretraining), then load 'local-dir:RUN/model'; or serve the repo from a mirror "
+        f"(HF_ENDPOINT) and load it with ibzoo.create_model({base + '.' + tag!r}, pretrained=True)."
+        + (f" Tried: {tried}." if tried else "")
+    )
+
+
 def _pretrained_cfg(info: ModelInfo, tag: str) -> dict[str, Any]:
     data = DATASETS[tag]
     side = data.input_size[-1] // _REDUCTION[BACKBONES[info.architecture][1]]
+    published = f"{info.name}.{tag}" in PUBLISHED
     return dict(
-        hf_hub_id=f"{HUB_ORGANIZATION}/{info.name}.{tag}",
+        hf_hub_id=tag_repo_id(f"{info.name}.{tag}") if published else None,
         num_classes=0,
         input_size=data.input_size,
         pool_size=(side, side),
@@ -272,6 +310,19 @@ def _resolve_pretrained_cfg(name: str, pretrained_cfg: Any) -> PretrainedCfg | d
     return pretrained_cfg
 
 
+_WEIGHT_SOURCES = ("url", "file", "hf_hub_id", "state_dict")
+
+
+def _has_weights(cfg: PretrainedCfg | dict[str, Any]) -> bool:
+    """Whether a pretrained cfg (or overlay) names weights for timm to load."""
+    values = cfg if isinstance(cfg, dict) else dataclasses.asdict(cfg)
+    return any(values.get(key) is not None and values.get(key) != "" for key in _WEIGHT_SOURCES)
+
+
+def _tag(cfg: PretrainedCfg | dict[str, Any]) -> str:
+    return cfg["tag"] if isinstance(cfg, dict) else cfg.tag
+
+
 def _make_entrypoint(info: ModelInfo):
     def entrypoint(pretrained: bool = False, pretrained_cfg: Any = None, **kwargs: Any) -> nn.Module:
         kwargs.setdefault("num_classes", 0)  # the zoo hands out encoders: pooled features by default
@@ -280,10 +331,13 @@ def _make_entrypoint(info: ModelInfo):
         # block's last gamma at 0, and LARS, which leaves 1-D parameters out of its adaptation, keeps them
         # near 0 for most of a short run. Pass zero_init_last=True for timm's init.
         kwargs.setdefault("zero_init_last", False)
+        cfg = _resolve_pretrained_cfg(info.name, pretrained_cfg)
+        overlay = kwargs.get("pretrained_cfg_overlay") or {}
+        if pretrained and not (_has_weights(cfg) or _has_weights(overlay)):
+            # timm itself would only warn and hand out random weights under a pretrained name.
+            raise not_published_error(f"{info.name}.{_tag(cfg)}")
         build_backbone = model_entrypoint(info.architecture)
-        return build_backbone(
-            pretrained=pretrained, pretrained_cfg=_resolve_pretrained_cfg(info.name, pretrained_cfg), **kwargs
-        )
+        return build_backbone(pretrained=pretrained, pretrained_cfg=cfg, **kwargs)
 
     entrypoint.__name__ = entrypoint.__qualname__ = info.name
     entrypoint.__module__ = __name__

@@ -9,10 +9,12 @@ import torch
 import yaml
 
 import ibzoo
-from ibzoo.models.zoo import DATASETS, MODEL_INFOS, paper_projector_config
+from ibzoo.models import zoo
+from ibzoo.models.zoo import DATASETS, MODEL_INFOS, PUBLISHED, paper_projector_config, tag_repo_id
 from ibzoo.names import FRAMEWORKS, PROJECTORS
 from ibzoo.objectives import BottleneckObjective
 from ibzoo.projectors import build_projector
+from ibzoo.weights import PretrainedWeightsUnavailableError
 
 ZOO_NAMES = sorted(MODEL_INFOS)
 RECIPES = Path(__file__).resolve().parents[2] / "train" / "recipes"
@@ -94,17 +96,47 @@ def test_recipes_follow_the_paper():
     assert ibzoo.model_info("resnet18_barlow_mlp_mi").objective_config.mi_weight == 1e-2
 
 
-def test_pretrained_tags_name_their_hub_repos():
-    tags = ibzoo.list_pretrained("resnet18_cifar_simclr_topk.*")
+def test_tags_name_their_hub_repos():
+    tags = ibzoo.list_models("resnet18_cifar_simclr_topk.*", include_tags=True)
     assert tags == [f"resnet18_cifar_simclr_topk.{tag}" for tag in ("cifar10", "cifar100")]
-    assert ibzoo.list_pretrained("resnet18_simclr_topk.*") == [
+    assert ibzoo.list_models("resnet18_simclr_topk.*", include_tags=True) == [
         "resnet18_simclr_topk.fmnist",
         "resnet18_simclr_topk.in100",
     ]
+    assert tag_repo_id("resnet18_cifar_simclr_topk.cifar100") == "ibzoo/resnet18_cifar_simclr_topk.cifar100"
+    assert tag_repo_id("resnet18_cifar_simclr_topk") == "ibzoo/resnet18_cifar_simclr_topk.cifar10"  # default
+    assert tag_repo_id("resnet18_cifar_simclr_topk.imagenet") is None and tag_repo_id("resnet18") is None
     cfg = timm.models.get_pretrained_cfg("resnet18_cifar_simclr_topk.cifar100")
-    assert cfg.hf_hub_id == "ibzoo/resnet18_cifar_simclr_topk.cifar100"
     assert cfg.mean == pytest.approx((0.5071, 0.4865, 0.4409))
     assert ibzoo.create_model("resnet18_cifar_simclr_topk.cifar100").pretrained_cfg["tag"] == "cifar100"
+
+
+def test_only_published_tags_are_pretrained_for_timm():
+    """timm's pretrained list, which tools walk to download weights, holds only weights that exist."""
+    zoo_pretrained = {name for name in timm.list_pretrained() if name.split(".")[0] in MODEL_INFOS}
+    assert zoo_pretrained == set(PUBLISHED) == set(ibzoo.list_pretrained())
+    for name_tag in ibzoo.list_models(include_tags=True):
+        has_repo = timm.models.get_pretrained_cfg(name_tag).hf_hub_id is not None
+        assert has_repo == (name_tag in PUBLISHED), name_tag
+
+
+def test_publishing_a_tag_gives_timm_its_repo(monkeypatch):
+    monkeypatch.setattr(zoo, "PUBLISHED", frozenset({"resnet18_simclr_mlp.fmnist"}))
+    info = MODEL_INFOS["resnet18_simclr_mlp"]
+    assert zoo._pretrained_cfg(info, "fmnist")["hf_hub_id"] == "ibzoo/resnet18_simclr_mlp.fmnist"
+    assert zoo._pretrained_cfg(info, "in100")["hf_hub_id"] is None
+
+
+@pytest.mark.parametrize("create", [timm.create_model, ibzoo.create_model], ids=["timm", "ibzoo"])
+def test_unpublished_weights_say_how_to_train_them(create, local_hub):
+    # Plain timm would warn and hand out random weights under the pretrained name; ibzoo tries the zoo
+    # repo (a mirror or local Hub may serve it) and, when it is missing there too, says the same.
+    with pytest.raises(
+        PretrainedWeightsUnavailableError,
+        match=r"resnet18_cifar_barlow_fsq\.cifar100 has no published weights yet .*"
+        r"--recipe train/recipes/barlow_cifar100\.yaml.*HF_ENDPOINT",
+    ):
+        create("resnet18_cifar_barlow_fsq.cifar100", pretrained=True)
 
 
 def test_unknown_tag_is_refused_with_the_known_ones():
@@ -119,11 +151,10 @@ def test_paper_projector_config_rejects_unknown_choices():
         paper_projector_config("simclr", "vq")
 
 
-@pytest.mark.parametrize("name_tag", ibzoo.list_pretrained())
-def test_every_pretrained_tag_names_its_hub_repo_and_has_a_recipe(name_tag):
+@pytest.mark.parametrize("name_tag", ibzoo.list_models(include_tags=True))
+def test_every_tag_names_its_hub_repo_and_has_a_recipe(name_tag):
     name, tag = name_tag.split(".")
-    cfg = timm.models.get_pretrained_cfg(name_tag)
-    assert cfg.hf_hub_id == f"ibzoo/{name_tag}"
+    assert tag_repo_id(name_tag) == f"ibzoo/{name_tag}"
     recipe = RECIPES / f"{ibzoo.model_info(name).framework}_{tag}.yaml"
     assert recipe.is_file(), f"{name_tag} has no recipe {recipe}"
     assert yaml.safe_load(recipe.read_text())["data"]["dataset"] == DATASETS[tag].hf_dataset

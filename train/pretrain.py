@@ -107,6 +107,7 @@ def build_training_data(config: PretrainConfig, accelerator: Accelerator) -> Tra
         pin_memory=accelerator.device.type == "cuda",
         augment_on_device=config.augment_on_device,
         skip_bad_images=config.skip_bad_images,
+        low_priority_workers=accelerator.device.type == "cpu",  # the step's threads need every core
     )
     # With --augment-on-device the workers only decode; the views are made batched on the accelerator.
     augment = None

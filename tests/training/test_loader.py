@@ -1,3 +1,5 @@
+import os
+
 import datasets
 import numpy as np
 import pytest
@@ -13,6 +15,7 @@ from ibzoo.training.loader import (
     SeededViews,
     build_pretrain_loader,
     default_num_workers,
+    lower_worker_priority,
     sample_seed,
 )
 
@@ -84,6 +87,26 @@ def test_loader_is_independent_of_workers_and_batch_split():
         torch.testing.assert_close(batch, other, rtol=0, atol=0)
     rejoined = [torch.cat([split[2 * i]["views"][0], split[2 * i + 1]["views"][0]]) for i in range(2)]
     torch.testing.assert_close(rejoined, [batch["views"][0] for batch in reference], rtol=0, atol=0)
+
+
+class _ReportPriority(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 1
+
+    def __getitem__(self, index: int) -> int:
+        return os.getpriority(os.PRIO_PROCESS, 0)
+
+
+@pytest.mark.skipif(not hasattr(os, "getpriority"), reason="no process priorities on this OS")
+def test_low_priority_workers_run_at_nice_19_and_give_the_same_batches():
+    own = os.getpriority(os.PRIO_PROCESS, 0)
+    workers = torch.utils.data.DataLoader(
+        _ReportPriority(), num_workers=1, worker_init_fn=lower_worker_priority
+    )
+    assert [int(batch) for batch in workers] == [19] and os.getpriority(os.PRIO_PROCESS, 0) == own
+    reference = list(loader(tiny_images(), num_workers=1))
+    low = list(loader(tiny_images(), num_workers=1, low_priority_workers=True))
+    torch.testing.assert_close(low, reference, rtol=0, atol=0)
 
 
 def test_augment_on_device_loader_only_decodes_to_uint8():

@@ -1,7 +1,7 @@
 """ibzoo's speed benchmark: each figure beside a baseline measured in the same run, as a ratio.
 
-    python train/benchmark_speed.py --output bench-speed.json            # all sections, ~5 min on 2 CPU cores
-    python train/benchmark_speed.py --only c,d --device cuda              # some sections, on a GPU
+    python train/benchmark_speed.py --output bench-speed.json           # all sections, ~15 min on 2 CPU cores
+    python train/benchmark_speed.py --only c,d --device cuda             # some sections, on a GPU
 
 (a) steps/s of the training step train/pretrain.py runs (ibzoo.training's Pretrainer.train_step on an
     Accelerate-prepared PretrainingModule) vs a bare PyTorch SimCLR loop over the same backbone, projector,
@@ -112,7 +112,7 @@ class Sizes:
     whole_batch: int = 256  # (f): global batch of the pretraining command
     whole_log_every: int = 10  # (f): steps per logged interval; the first interval is warm-up
     whole_intervals: int = 3  # (f): timed intervals per round
-    whole_rounds: int = 2
+    whole_rounds: int = 3
 
     @classmethod
     def for_run(cls, device: torch.device, quick: bool, batch: int | None) -> "Sizes":

@@ -21,7 +21,7 @@ from huggingface_hub import errors as hf_errors
 from timm.models import get_pretrained_cfg, split_model_name_tag
 from torch import nn
 
-from ibzoo.models.zoo import MODEL_INFOS, PUBLISHED, not_published_error, tag_repo_id
+from ibzoo.models.zoo import MODEL_INFOS, is_unpublished, not_published_error, tag_repo_id
 from ibzoo.version import __version__
 from ibzoo.weights import PICKLE_SUFFIXES, CheckpointError, PretrainedWeightsUnavailableError, refuse_pickle
 
@@ -153,14 +153,6 @@ def _http_status(error: BaseException) -> int | None:
     return None
 
 
-def _unpublished_zoo_name(model_name: str) -> bool:
-    base, tag = split_model_name_tag(model_name)
-    return (
-        tag_repo_id(model_name) is not None
-        and f"{base}.{tag or MODEL_INFOS[base].pretrained_tags[0]}" not in PUBLISHED
-    )
-
-
 @contextlib.contextmanager
 def explained_errors(model_name: str, source: CheckpointSource | None, what: str) -> Iterator[None]:
     """Re-raise download and loading failures of ``what`` with the source tried and the remedy."""
@@ -193,7 +185,7 @@ def explained_errors(model_name: str, source: CheckpointSource | None, what: str
             f"Could not get the {what} of {model_name!r} from {where}: {reason}. {_where_else()}"
         ) from err
     except hf_errors.RepositoryNotFoundError as err:
-        if _unpublished_zoo_name(model_name):
+        if is_unpublished(model_name):
             raise not_published_error(model_name, f"{where} does not exist") from err
         raise PretrainedWeightsUnavailableError(
             f"Could not get the {what} of {model_name!r}: {where} does not exist (or is private: log in with "

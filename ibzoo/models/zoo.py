@@ -47,11 +47,13 @@ __all__ = [
     "PUBLISHED",
     "ModelInfo",
     "get_model_info",
+    "is_unpublished",
     "not_published_error",
     "paper_objective_config",
     "paper_projector_config",
     "projector_kind",
     "tag_repo_id",
+    "zoo_name_tag",
 ]
 
 HUB_ORGANIZATION = "ibzoo"
@@ -243,28 +245,41 @@ MODEL_INFOS: dict[str, ModelInfo] = {
 }
 
 
-def tag_repo_id(name: str) -> str | None:
-    """The Hub repo of a zoo ``name.tag`` ("ibzoo/resnet18_cifar_simclr_topk.cifar10"); an untagged zoo
-    name's is its default (first) tag's, as timm resolves it. None for any other name or an unknown tag."""
+def zoo_name_tag(name: str) -> str | None:
+    """``name`` as the zoo's ``name.tag``, an untagged name taking its default (first) tag as timm resolves
+    it; None for a name outside the zoo or a tag it does not have."""
     base, tag = split_model_name_tag(name)
     if base not in MODEL_INFOS:
         return None
     tag = tag or MODEL_INFOS[base].pretrained_tags[0]
-    return f"{HUB_ORGANIZATION}/{base}.{tag}" if tag in MODEL_INFOS[base].pretrained_tags else None
+    return f"{base}.{tag}" if tag in MODEL_INFOS[base].pretrained_tags else None
+
+
+def tag_repo_id(name: str) -> str | None:
+    """The Hub repo of a zoo name's tag ("ibzoo/resnet18_cifar_simclr_topk.cifar10"), published or not;
+    None outside the zoo (see :func:`zoo_name_tag`)."""
+    name_tag = zoo_name_tag(name)
+    return f"{HUB_ORGANIZATION}/{name_tag}" if name_tag is not None else None
+
+
+def is_unpublished(name: str) -> bool:
+    """Whether ``name`` is a zoo name whose tag has a repo id but no weights on huggingface.co yet."""
+    name_tag = zoo_name_tag(name)
+    return name_tag is not None and name_tag not in PUBLISHED
 
 
 def not_published_error(name: str, tried: str = "") -> PretrainedWeightsUnavailableError:
     """The error for ``pretrained=True`` on a zoo name whose weights are not on huggingface.co yet: where
     they would be, how to train them, how to load them from a mirror, and what was ``tried``, if anything."""
-    base, tag = split_model_name_tag(name)
-    tag = tag or MODEL_INFOS[base].pretrained_tags[0]
+    name_tag = zoo_name_tag(name)
+    base, tag = split_model_name_tag(name_tag)
     framework = MODEL_INFOS[base].framework
     return PretrainedWeightsUnavailableError(
-        f"{base}.{tag} has no published weights yet (they will be at {tag_repo_id(name)} on "
+        f"{name_tag} has no published weights yet (they will be at {tag_repo_id(name)} on "
         f"huggingface.co; ibzoo.list_pretrained() lists the published ones). Train them: python "
         f"train/pretrain.py --model {base} --recipe train/recipes/{framework}_{tag}.yaml --output-dir RUN "
         f"(README, Pretraining), then load 'local-dir:RUN/model'; or serve the repo from a mirror "
-        f"(HF_ENDPOINT) and load it with ibzoo.create_model({base + '.' + tag!r}, pretrained=True)."
+        f"(HF_ENDPOINT) and load it with ibzoo.create_model({name_tag!r}, pretrained=True)."
         + (f" Tried: {tried}." if tried else "")
     )
 

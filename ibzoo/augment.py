@@ -105,13 +105,29 @@ class RandomGaussianBlur:
         return image.filter(ImageFilter.GaussianBlur(radius=sigma))
 
 
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Convert greyscale, palette or RGBA images to RGB; RGB images pass through."""
-    return image if image.mode == "RGB" else image.convert("RGB")
+def to_rgb_or_grey(image: Image.Image) -> Image.Image:
+    """RGB and greyscale ("L") images pass through; palette, RGBA and other modes convert to RGB.
+
+    Greyscale images stay single-channel until the tensor step (:func:`to_three_channels`): every
+    operation of the recipes gives a grey image's three equal channels the same values as its one
+    channel (hue and saturation leave grey unchanged; tests/test_augment.py checks the views are
+    identical), so working on one channel makes the same views for a third of the pixel work.
+    """
+    return image if image.mode in ("RGB", "L") else image.convert("RGB")
 
 
-def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[v2.Transform]:
-    return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+def to_three_channels(image: torch.Tensor) -> torch.Tensor:
+    """(1 or 3, H, W) -> (3, H, W): a greyscale image's channel repeated, as the models take RGB."""
+    return image.expand(3, -1, -1) if image.shape[0] == 1 else image
+
+
+def _to_normalized_tensor(mean: Sequence[float], std: Sequence[float]) -> list[Callable]:
+    return [
+        v2.PILToTensor(),
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Lambda(to_three_channels),
+        v2.Normalize(list(mean), list(std)),
+    ]
 
 
 def build_view_transform(
@@ -126,7 +142,7 @@ def build_view_transform(
         image_size, scale=recipe.crop_scale, interpolation=InterpolationMode(INTERPOLATION), antialias=True
     )
     steps: list[Callable] = [
-        v2.Lambda(to_rgb),
+        v2.Lambda(to_rgb_or_grey),
         crop,
         v2.RandomApply([v2.ColorJitter(*recipe.jitter)], p=recipe.jitter_p),
         v2.RandomGrayscale(p=recipe.grayscale_p),
@@ -192,18 +208,21 @@ def build_eval_transform(
         raise ValueError(f"build_eval_transform: crop_pct={crop_pct!r} must lie in (0, 1].")
     mode = v2.InterpolationMode(interpolation)
     resize = v2.Resize(math.floor(image_size / crop_pct), interpolation=mode, antialias=True)
-    steps = [v2.Lambda(to_rgb), resize, v2.CenterCrop(image_size)]
+    steps = [v2.Lambda(to_rgb_or_grey), resize, v2.CenterCrop(image_size)]
     return v2.Compose(steps + _to_normalized_tensor(mean, std))
 
 
 def build_decode_transform(image_size: int) -> v2.Compose:
-    """Decode only, for augmentation on the accelerator: PIL image -> (3, S, S) uint8 tensor.
+    """Decode only, for augmentation on the accelerator: PIL image -> (C, S, S) uint8 tensor.
 
-    The shorter side is resized to S and the centre kept, so every image of a batch has one size.
+    The shorter side is resized to S and the centre kept, so every image of a batch has one size. C is 1
+    for a greyscale image and 3 otherwise: :func:`collate` repeats the grey channel only in a batch that
+    mixes both, and :class:`ibzoo.batched_augment.BatchedAugment` augments an all-grey batch on one
+    channel.
     """
     return v2.Compose(
         [
-            v2.Lambda(to_rgb),
+            v2.Lambda(to_rgb_or_grey),
             v2.Resize(image_size, antialias=True),
             v2.CenterCrop(image_size),
             v2.PILToTensor(),
@@ -239,17 +258,22 @@ def with_views(data: ImageDataset, transform: Callable) -> datasets.Dataset:
     return data.dataset.with_transform(_ViewsAndLabels(data.image_column, data.label_column, transform))
 
 
+def _stack(views: list[torch.Tensor]) -> torch.Tensor:
+    if len({view.shape[0] for view in views}) > 1:  # decoded grey images beside colour ones
+        views = [to_three_channels(view) for view in views]
+    return torch.stack(views)
+
+
 def collate(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Stack rows of :func:`with_views` for a torch DataLoader.
 
     Returns:
-        {"views": list of V (B, 3, S, S) tensors, "label": (B,) int64 tensor when labelled};
-        B: batch, V: views, S: image size.
+        {"views": list of V (B, C, S, S) tensors, "label": (B,) int64 tensor when labelled};
+        B: batch, V: views, S: image size; C = 3, except for decode-only rows
+        (:func:`build_decode_transform`) of a batch whose images are all greyscale, C = 1.
     """
     num_views = len(rows[0]["views"])
-    batch: dict[str, Any] = {
-        "views": [torch.stack([row["views"][v] for row in rows]) for v in range(num_views)]
-    }
+    batch: dict[str, Any] = {"views": [_stack([row["views"][v] for row in rows]) for v in range(num_views)]}
     if "label" in rows[0]:
         batch["label"] = torch.tensor([row["label"] for row in rows], dtype=torch.int64)
     return batch

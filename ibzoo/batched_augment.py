@@ -43,7 +43,9 @@ def _uniform(low: float, high: float, size: int, device: torch.device) -> torch.
 
 
 def grayscale(images: torch.Tensor) -> torch.Tensor:
-    """(B, 3, H, W) float RGB in [0, 1] -> (B, 1, H, W) luma."""
+    """(B, 3, H, W) float RGB in [0, 1] -> (B, 1, H, W) luma; a (B, 1, H, W) grey batch is its own luma."""
+    if images.shape[1] == 1:
+        return images
     red, green, blue = images.unbind(dim=1)
     return (GRAY_WEIGHTS[0] * red + GRAY_WEIGHTS[1] * green + GRAY_WEIGHTS[2] * blue).unsqueeze(1)
 
@@ -138,15 +140,19 @@ class BatchedViewAugment(nn.Module):
         self.recipe, self.image_size = recipe, image_size
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, H, W) float in [0, 1] -> (B, 3, S, S) float in [0, 1]; S: image_size."""
+        """(B, C, H, W) float in [0, 1] -> (B, C, S, S) float in [0, 1]; S: image_size, C: 3 or 1 (grey).
+
+        A grey batch draws the same random parameters as its three-channel copy, so it makes the same
+        views, without the steps that leave grey unchanged (saturation, hue, greyscale).
+        """
         recipe, batch, device = self.recipe, images.shape[0], images.device
         boxes = sample_crop_boxes(batch, images.shape[2], images.shape[3], recipe.crop_scale, device)
         views = resized_crop(images, boxes, self.image_size)
         views = torch.where(self._draw(recipe.flip_p, batch, device), views.flip(-1), views)
         views = self._color_jitter(views)
-        views = torch.where(
-            self._draw(recipe.grayscale_p, batch, device), grayscale(views).expand_as(views), views
-        )
+        to_grey = self._draw(recipe.grayscale_p, batch, device)
+        if views.shape[1] == 3:
+            views = torch.where(to_grey, grayscale(views).expand_as(views), views)
         if recipe.blur_p > 0:
             sigmas = _uniform(*BLUR_SIGMA, batch, device)
             # Only the samples drawn for a blur are convolved: the blur is the costliest step on a CPU.
@@ -173,9 +179,12 @@ class BatchedViewAugment(nn.Module):
             (adjust_hue, _uniform(-hue, hue, batch, device)),
         ]
         order = torch.rand(batch, len(operations), device=device).argsort(dim=1)
+        unchanging = (adjust_saturation, adjust_hue) if images.shape[1] == 1 else ()  # on grey images
         images = images.clone()
         for position in range(len(operations)):
             for index, (operation, factors) in enumerate(operations):
+                if operation in unchanging:
+                    continue
                 # Each operation runs on the samples that take it at this position only: a quarter of the
                 # work of running all four on the whole batch (the hue rotation alone is ~40 tensor ops).
                 chosen = (jittered & (order[:, position] == index)).nonzero().view(-1)
@@ -185,9 +194,11 @@ class BatchedViewAugment(nn.Module):
 
 
 class BatchedAugment(nn.Module):
-    """Pretraining augmentation of whole batches: uint8 (B, 3, H, W) -> list of V normalised views.
+    """Pretraining augmentation of whole batches: uint8 (B, C, H, W) -> list of V normalised views.
 
-    B: batch, H x W: decoded size, V: views, S: image_size. Works on any device; computes in float32.
+    B: batch, C: 3, or 1 for a batch of greyscale images (augmented on one channel, a third of the
+    work, and repeated to RGB at the end), H x W: decoded size, V: views, S: image_size. Works on any
+    device; computes in float32.
     Random parameters come from torch's default generator on the input's device, so
     ``torch.manual_seed`` makes it repeatable.
     """
@@ -216,19 +227,19 @@ class BatchedAugment(nn.Module):
         """Augment a batch.
 
         Args:
-            images: (B, 3, H, W) uint8, or float in [0, 1].
+            images: (B, 3, H, W) or greyscale (B, 1, H, W), uint8 or float in [0, 1].
 
         Returns:
             V float32 tensors of shape (B, 3, S, S), normalised with mean/std.
         """
-        if images.ndim != 4 or images.shape[1] != 3:
+        if images.ndim != 4 or images.shape[1] not in (1, 3):
             raise ValueError(
-                f"BatchedAugment expects (B, 3, H, W) images, got shape {tuple(images.shape)}; decode with "
-                "ibzoo.augment.build_decode_transform."
+                f"BatchedAugment expects (B, 3, H, W) or greyscale (B, 1, H, W) images, got shape "
+                f"{tuple(images.shape)}; decode with ibzoo.augment.build_decode_transform."
             )
         images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         mean, std = self.mean.to(images.device), self.std.to(images.device)
-        return [(view(images) - mean) / std for view in self.views]
+        return [(view(images).expand(-1, 3, -1, -1) - mean) / std for view in self.views]
 
 
 def build_batched_pretrain_augment(

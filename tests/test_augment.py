@@ -135,10 +135,43 @@ def test_eval_transform_center_crop() -> None:
         build_eval_transform(224, MEAN, STD, crop_pct=1.5)
 
 
-def test_decode_transform_gives_fixed_size_uint8() -> None:
-    out = build_decode_transform(32)(_image("L", (64, 48)))
-    assert out.shape == (3, 32, 32) and out.dtype == torch.uint8
-    torch.testing.assert_close(out[0], out[2])
+def test_decode_transform_gives_fixed_size_uint8_with_one_channel_for_grey() -> None:
+    grey = _image("L", (64, 48))
+    out = build_decode_transform(32)(grey)
+    assert out.shape == (1, 32, 32) and out.dtype == torch.uint8
+    colour = build_decode_transform(32)(grey.convert("RGB"))
+    assert colour.shape == (3, 32, 32)
+    torch.testing.assert_close(colour, out.expand(3, -1, -1), rtol=0, atol=0)
+    assert build_decode_transform(32)(_image("P", (40, 40))).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_grey_images_make_the_views_of_their_rgb_copies(framework: str) -> None:
+    # Greyscale images are augmented on one channel (to_rgb_or_grey): every operation must give the same
+    # pixels as on the image's three-channel copy, the path of a colour image, for every random draw.
+    transform = build_pretrain_transform(framework, 32, MEAN, STD, num_views=2)
+    for seed in range(40):
+        grey = _image("L", (28, 28), seed=seed)
+        torch.manual_seed(seed)
+        views = transform(grey)
+        torch.manual_seed(seed)
+        expected = transform(grey.convert("RGB"))
+        for view, reference in zip(views, expected, strict=True):
+            assert view.shape == (3, 32, 32)
+            torch.testing.assert_close(view, reference, rtol=0, atol=0)
+    grey = _image("L", (28, 28))
+    evaluation = build_eval_transform(32, MEAN, STD)
+    torch.testing.assert_close(evaluation(grey), evaluation(grey.convert("RGB")), rtol=0, atol=0)
+
+
+def test_collate_repeats_grey_decoded_images_only_beside_colour_ones() -> None:
+    decode = build_decode_transform(8)
+    grey, colour = decode(_image("L", (8, 8))), decode(_image("RGB", (8, 8)))
+    assert collate([{"views": [grey]}, {"views": [grey]}])["views"][0].shape == (2, 1, 8, 8)
+    (mixed,) = collate([{"views": [grey]}, {"views": [colour]}])["views"]
+    assert mixed.shape == (2, 3, 8, 8)
+    torch.testing.assert_close(mixed[0], grey.expand(3, -1, -1), rtol=0, atol=0)
+    torch.testing.assert_close(mixed[1], colour, rtol=0, atol=0)
 
 
 def _image_dataset(labelled: bool) -> ImageDataset:

@@ -183,9 +183,26 @@ def test_operations_touch_only_their_samples(recipe: ViewRecipe) -> None:
     torch.testing.assert_close(again[0::2], view[0::2], rtol=0, atol=0)
 
 
-def test_rejects_non_rgb_batches() -> None:
-    with pytest.raises(ValueError, match=r"expects \(B, 3, H, W\).*build_decode_transform"):
-        build_batched_pretrain_augment("simclr", 32, MEAN, STD)(torch.zeros(2, 1, 32, 32, dtype=torch.uint8))
+def test_rejects_batches_neither_rgb_nor_grey() -> None:
+    with pytest.raises(ValueError, match=r"expects \(B, 3, H, W\) or greyscale.*build_decode_transform"):
+        build_batched_pretrain_augment("simclr", 32, MEAN, STD)(torch.zeros(2, 2, 32, 32, dtype=torch.uint8))
+
+
+@pytest.mark.parametrize("framework", ["simclr", "barlow"])
+def test_grey_batch_makes_the_views_of_its_rgb_copy(framework: str) -> None:
+    # A (B, 1, H, W) batch skips saturation, hue and greyscale, which leave grey unchanged, but draws the
+    # same parameters: its views equal its three-channel copy's up to float rounding (the luma weights
+    # sum to 0.9999, not 1).
+    generator = torch.Generator().manual_seed(1)
+    grey = torch.randint(0, 256, (32, 1, 20, 20), generator=generator, dtype=torch.uint8)
+    augment = build_batched_pretrain_augment(framework, 16, MEAN, STD)
+    torch.manual_seed(3)
+    views = augment(grey)
+    torch.manual_seed(3)
+    expected = augment(grey.expand(-1, 3, -1, -1))
+    for view, reference in zip(views, expected, strict=True):
+        assert view.shape == (32, 3, 16, 16)
+        torch.testing.assert_close(view, reference, rtol=0, atol=2e-3)
 
 
 def test_augment_in_collate_through_data_loader_workers() -> None:

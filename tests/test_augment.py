@@ -8,9 +8,11 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 from torch.utils.data import DataLoader
+from torchvision.transforms import v2
 
 from ibzoo.augment import (
     RandomGaussianBlur,
+    ToNormalizedTensor,
     ViewRecipe,
     blur_kernel_size,
     build_decode_transform,
@@ -143,6 +145,17 @@ def test_decode_transform_gives_fixed_size_uint8_with_one_channel_for_grey() -> 
     assert colour.shape == (3, 32, 32)
     torch.testing.assert_close(colour, out.expand(3, -1, -1), rtol=0, atol=0)
     assert build_decode_transform(32)(_image("P", (40, 40))).shape == (3, 32, 32)
+
+
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_to_normalized_tensor_is_torchvisions_pipeline_in_one_step(mode: str) -> None:
+    pipeline = v2.Compose(
+        [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(MEAN), list(STD))]
+    )
+    for seed in range(20):
+        image = _image(mode, seed=seed)
+        expected = pipeline(image.convert("RGB"))
+        torch.testing.assert_close(ToNormalizedTensor(MEAN, STD)(image), expected, rtol=0, atol=0)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

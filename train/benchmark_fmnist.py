@@ -49,7 +49,6 @@ Run it in pieces: every invocation with --resume continues where the last stoppe
 import argparse
 import json
 import logging
-import platform
 import shutil
 import subprocess
 import sys
@@ -69,6 +68,7 @@ from benchmark_table import (
     save_results,
     summarize,
 )
+from benchmarking import describe_device
 from ibzoo.checkpoint_source import CONFIG_FILE
 from ibzoo.data import DataConfig, build_fashion_mnist_dataset, load_image_dataset
 from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
@@ -319,7 +319,9 @@ def main(argv: list[str] | None = None) -> Path:
             f"{output_dir} holds a benchmark with settings {results['settings']}, not {settings}; "
             "pass the same --budget, or another --output-dir."
         )
-    results["machine"] = f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    # Per run too: runs of one table may come from several machines, whose numerics differ.
+    machine = f"{describe_device(torch.device('cpu'))}, torch {torch.__version__}"
+    results["machine"] = machine
     if args.rerun:
         for cell in args.selected:
             results["runs"] = [
@@ -356,6 +358,7 @@ def main(argv: list[str] | None = None) -> Path:
             trained = time.perf_counter()
             run.update(evaluate_backbone(backbone, train_data, test_data, protocol="fast", seed=seed))
             run.update(train_seconds=trained - began, eval_seconds=time.perf_counter() - trained)
+            run.update(machine=machine)
             record_run(results, run)
             save_results(results_file, results)
             logger.info("%s seed %d: %s", cell.key, seed, json.dumps(run))

@@ -286,15 +286,19 @@ def format_table(comparisons: Iterable[Comparison]) -> str:
 
 
 def describe_device(device: torch.device) -> str:
-    """The device in words: GPU name, or CPU model and torch's thread count."""
+    """The device in words: GPU name, or CPU model, torch's thread count and whether the CPU computes bf16
+    natively (AVX512-BF16 or AMX; mixed-precision results can differ between CPUs that do and do not)."""
     if device.type == "cuda":
         return f"cuda ({torch.cuda.get_device_name(device)})"
-    model = platform.processor() or platform.machine()
+    model, flags = platform.processor() or platform.machine(), set()
     if os.path.exists("/proc/cpuinfo"):
         with open("/proc/cpuinfo") as file:
-            names = [line.split(":", 1)[1].strip() for line in file if line.startswith("model name")]
+            lines = file.read().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
         model = names[0] if names else model
-    return f"cpu ({model}, {torch.get_num_threads()} threads, {os.cpu_count()} cores)"
+        flags = {flag for line in lines if line.startswith("flags") for flag in line.split(":", 1)[1].split()}
+    bf16 = ", native bf16" if flags & {"avx512_bf16", "amx_bf16"} else ""
+    return f"cpu ({model}, {torch.get_num_threads()} threads, {os.cpu_count()} cores{bf16})"
 
 
 def dense_topk_projector(projector: TopKSparseProjector, x: Tensor) -> Tensor:

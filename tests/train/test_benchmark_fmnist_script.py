@@ -43,6 +43,8 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
     assert runs.keys() == {("none", "random_init", 0), ("none", "random_init_bn", 0), ("simclr", "mlp", 0)}
     assert all(r["num_train"] == r["num_test"] == 64 and 0 <= r["linear_top1"] <= 100 for r in runs.values())
     assert all(r["linear_l2"] is not None for r in runs.values())  # chosen on held-out training images
+    # Each run names the machine it ran on (a table may be finished on another one).
+    assert all(r["machine"].startswith("cpu (") and "torch" in r["machine"] for r in runs.values())
     trained = runs[("simclr", "mlp", 0)]
     assert trained["final_ssl_loss"] > 0 and trained["final_mi_term"] == pytest.approx(0.0, abs=1e-6)
     assert results["settings"]["budget"] == "quick" and results["wall_seconds"] > 0

@@ -124,7 +124,7 @@ def to_three_channels(image: torch.Tensor) -> torch.Tensor:
 class ToNormalizedTensor:
     """PIL image (RGB or L) -> (3, H, W) float32 tensor in [0, 1], normalised with ``mean`` / ``std``.
 
-    torchvision's PILToTensor, ToDtype(scale=True) and Normalize kernels, called in one step: as four
+    torchvision's PILToTensor, ToDtype(scale=True) and Normalize kernels, called in one step: as three
     v2 transforms the per-call dispatch cost more than the arithmetic on a 32 px view.
     """
 

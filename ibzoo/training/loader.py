@@ -167,7 +167,8 @@ def build_pretrain_loader(
     Batches are ``{"views": [V tensors (b, 3, S, S)], "label": (b,)}`` (label only for labelled data);
     b: per-process batch, S: image_size. ``accelerator.prepare`` shards its batches over processes.
     The framework's view recipes come from :mod:`ibzoo.augment`. With ``augment_on_device`` the batches
-    hold one uint8 (b, 3, S, S) tensor of decoded, centre-cropped images instead, for
+    hold one uint8 (b, C, S, S) tensor of decoded, centre-cropped images instead (C = 1 when every image of
+    the batch is greyscale, else 3), for
     :func:`ibzoo.batched_augment.build_batched_pretrain_augment` to turn into views on the accelerator.
     An image that does not decode stops training with an error naming it, or with ``skip_bad_images``
     is replaced by the next row that decodes. ``low_priority_workers`` (for training on the CPU) runs the

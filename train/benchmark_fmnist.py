@@ -357,8 +357,8 @@ def main(argv: list[str] | None = None) -> Path:
                 run.update(final_losses(folder / "log.jsonl"))
             trained = time.perf_counter()
             run.update(evaluate_backbone(backbone, train_data, test_data, protocol="fast", seed=seed))
-            run.update(train_seconds=trained - began, eval_seconds=time.perf_counter() - trained)
-            run.update(machine=machine)
+            eval_seconds = time.perf_counter() - trained
+            run.update(train_seconds=trained - began, eval_seconds=eval_seconds, machine=machine)
             record_run(results, run)
             save_results(results_file, results)
             logger.info("%s seed %d: %s", cell.key, seed, json.dumps(run))

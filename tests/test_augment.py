@@ -18,6 +18,7 @@ from ibzoo.augment import (
     build_decode_transform,
     build_eval_transform,
     build_pretrain_transform,
+    build_view_transform,
     collate,
     view_recipes,
     with_views,
@@ -156,6 +157,44 @@ def test_to_normalized_tensor_is_torchvisions_pipeline_in_one_step(mode: str) ->
         image = _image(mode, seed=seed)
         expected = pipeline(image.convert("RGB"))
         torch.testing.assert_close(ToNormalizedTensor(MEAN, STD)(image), expected, rtol=0, atol=0)
+
+
+def _torchvision_view(recipe: ViewRecipe, size: int) -> v2.Compose:
+    """The reference's per-sample pipeline (PKU-ML/Projector_Theory, data/pretrain_dataloader.py) as
+    torchvision v2 transforms, for RGB images."""
+    blur = [v2.RandomApply([RandomGaussianBlur()], p=recipe.blur_p)] if recipe.blur_p > 0 else []
+    solarize = [v2.RandomSolarize(128, p=recipe.solarize_p)] if recipe.solarize_p > 0 else []
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, scale=recipe.crop_scale, interpolation=v2.InterpolationMode.BICUBIC),
+            v2.RandomApply([v2.ColorJitter(*recipe.jitter)], p=recipe.jitter_p),
+            v2.RandomGrayscale(p=recipe.grayscale_p),
+            *blur,
+            *solarize,
+            v2.RandomHorizontalFlip(p=recipe.flip_p),
+            v2.PILToTensor(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(list(MEAN), list(STD)),
+        ]
+    )
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+@pytest.mark.parametrize(("mode", "size"), [("L", 32), ("RGB", 32), ("RGBA", 32), ("RGB", 224)])
+def test_views_are_torchvisions_pipeline_bit_for_bit(framework: str, mode: str, size: int) -> None:
+    # build_view_transform composes the steps by hand for speed: it must draw the same random numbers in
+    # the same order and make the same pixels as the v2 pipeline, a greyscale image on one channel included.
+    for view, recipe in enumerate(view_recipes(framework, size)):
+        ours, reference = build_view_transform(recipe, size, MEAN, STD), _torchvision_view(recipe, size)
+        for seed in range(60 if size == 32 else 8):
+            image = _image(mode, (36, 28) if size == 32 else (240, 180), seed=seed)
+            torch.manual_seed(seed)
+            got, after = ours(image), torch.rand(1)
+            torch.manual_seed(seed)
+            expected = reference(image.convert("RGB"))
+            assert got.shape == (3, size, size)
+            torch.testing.assert_close(got, expected, rtol=0, atol=0, msg=f"view {view}, seed {seed}")
+            assert torch.equal(after, torch.rand(1))  # the generator is left where torchvision leaves it
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -27,10 +27,17 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import roi_align
 
-from ibzoo.augment import BLUR_SIGMA, SOLARIZE_THRESHOLD, ViewRecipe, blur_kernel_size, collate, view_recipes
+from ibzoo.augment import (
+    BLUR_SIGMA,
+    CROP_RATIO,
+    SOLARIZE_THRESHOLD,
+    ViewRecipe,
+    blur_kernel_size,
+    collate,
+    view_recipes,
+)
 
 GRAY_WEIGHTS = (0.2989, 0.587, 0.114)  # ITU-R 601 luma, as torchvision's rgb_to_grayscale
-CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 CROP_ATTEMPTS = 10
 
 

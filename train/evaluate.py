@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=0,
         metavar="N",
-        help="first recompute BatchNorm statistics on N training images (for --random-init; 0: off)",
+        help="first recompute BatchNorm statistics on N training images (makes --random-init fair; "
+        "with trained weights, a check of their statistics; 0: off)",
     )
     parser.add_argument(
         "--zero-init-last",

@@ -6,7 +6,11 @@ and several seeds, then scores the frozen pre-projector features Z1 with k-NN an
 compares projectors. Each finished (cell, seed) is one *run* record::
 
     {"framework": "simclr", "projector": "topk", "seed": 0, "linear_top1": 81.2, "knn_top1": 79.0,
-     "train_seconds": 812.5, "eval_seconds": 40.1, ...}
+     "pretrain_seconds": 790.3, "train_seconds": 812.5, "eval_seconds": 40.1, ...}
+
+``pretrain_seconds`` is the pretraining's own time from its log (every invocation of a resumed run);
+``train_seconds`` and ``eval_seconds`` are the benchmark's wall clock around the last invocation's
+pretraining (or a reference's BatchNorm recalibration) and the evaluation.
 
 The results file is ``{"settings": {...}, "runs": [run, ...]}``, rewritten atomically after every run so an
 interrupted benchmark resumes from what is on disk. The untrained reference row uses
@@ -133,8 +137,8 @@ def _format_delta(delta: Summary | None) -> str:
     return delta.format(signed=True) + bounds
 
 
-def _mean_of(cell_runs: Sequence[Mapping[str, Any]], key: str, digits: int) -> str:
-    values = [r[key] for r in cell_runs if r.get(key) is not None]
+def _mean_of(cell_runs: Sequence[Mapping[str, Any]], key: str, digits: int, unit: float = 1.0) -> str:
+    values = [r[key] / unit for r in cell_runs if r.get(key) is not None]
     return f"{summarize(values).mean:.{digits}f}" if values else "—"
 
 
@@ -148,7 +152,8 @@ def render_markdown(
 
     Columns: each metric as mean ± spread and as the paired delta against ``baseline`` with its 95 %
     interval, whether each interval excludes 0, the last logged SSL loss and MI term λ·I(Z1; Z2) (run
-    keys ``final_ssl_loss``, ``final_mi_term``) and the mean pretraining minutes per seed.
+    keys ``final_ssl_loss``, ``final_mi_term``) and the mean pretraining minutes per seed
+    (``pretrain_seconds``; — for untrained references).
     ``row_titles`` names projector keys in the table (default: the key with spaces).
     """
     runs, row_titles = results["runs"], row_titles or {}
@@ -180,7 +185,7 @@ def render_markdown(
             excludes.append(delta.excludes_zero() if delta else "—")
         row.append(" / ".join(excludes))
         row += [_mean_of(cell_runs, "final_ssl_loss", 3), _mean_of(cell_runs, "final_mi_term", 4)]
-        row.append(f"{summarize([r.get('train_seconds', 0.0) / 60 for r in cell_runs]).mean:.1f}")
+        row.append(_mean_of(cell_runs, "pretrain_seconds", 1, unit=60))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines) + "\n"
 

@@ -47,6 +47,7 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
     assert all(r["machine"].startswith("cpu (") and "torch" in r["machine"] for r in runs.values())
     trained = runs[("simclr", "mlp", 0)]
     assert trained["final_ssl_loss"] > 0 and trained["final_mi_term"] == pytest.approx(0.0, abs=1e-6)
+    assert 0 < trained["pretrain_seconds"] < trained["train_seconds"]  # the steps, not the subprocess
     assert results["settings"]["budget"] == "quick" and results["wall_seconds"] > 0
     table, margins = (output / "results.md").read_text().split("\n\n", 1)
     table += "\n"
@@ -131,3 +132,21 @@ def test_cells_seeds_and_pretraining_flags_follow_the_issue(tmp_path, monkeypatc
         script.parse_args(["--output-dir", str(tmp_path), "--cells", "simclr/vq"])
     with pytest.raises(SystemExit):
         script.parse_args(["--output-dir", str(tmp_path), "--rerun"])
+
+
+def test_log_summary_times_every_step_of_a_resumed_run_at_its_median_speed(tmp_path):
+    """A run resumed once: its log holds both invocations' intervals, one slowed by other work."""
+    script = load_train_script("benchmark_fmnist")
+    records = [
+        {"step": step, "epoch": 0, "train/images_per_s": rate, "train/mutual_information": 0.5}
+        for step, rate in ((20, 256.0), (40, 512.0), (60, 25.0), (80, 512.0))
+    ]
+    records.append({"step": 80, "epoch": 0, "epoch/mean_loss": 4.5, "epoch/mean_ssl_loss": 4.25})
+    records.append({"step": 80, "backbone_parameter_sha256": ["0" * 64]})
+    log_file = tmp_path / "log.jsonl"
+    log_file.write_text("".join(json.dumps(record) + "\n" for record in records))
+    summary = script.log_summary(log_file, batch_size=64)
+    # 80 steps of 64 images at the median 384 images/s; the slowed interval does not count.
+    assert summary["pretrain_seconds"] == pytest.approx(80 * 64 / 384.0)
+    assert summary["final_ssl_loss"] == 4.25 and summary["final_mi_term"] == pytest.approx(0.25)
+    assert summary["final_mutual_information"] == 0.5

@@ -158,7 +158,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "(default: every cell); the others keep their results",
     )
     parser.add_argument(
-        "--rerun", action="store_true", help="forget the --cells' finished runs and train them again"
+        "--seeds",
+        help="comma-separated seeds to run, e.g. 0 or 3,4 (default: each cell's own, 5 or 3); a seed a "
+        "cell does not have is skipped",
+    )
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="forget the --cells' finished runs (only the --seeds ones, if given) and train them again",
     )
     parser.add_argument("--num-workers", type=int, default=1, help="DataLoader workers of each pretraining")
     parser.add_argument(
@@ -180,6 +187,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         if unknown:
             parser.error(f"--cells: unknown {', '.join(unknown)}; choose from {', '.join(known)}.")
         args.selected = [known[key] for key in keys]
+    if args.seeds is not None:
+        given = args.seeds
+        try:
+            args.seeds = {int(seed) for seed in given.split(",") if seed.strip()}
+        except ValueError:
+            args.seeds = set()
+        if not args.seeds or min(args.seeds) < 0:
+            parser.error(
+                f"--seeds: {given!r} is not a comma-separated list of seeds from 0 up, e.g. 0 or 3,4."
+            )
     if args.rerun and not args.cells:
         parser.error("--rerun goes with --cells: name the cells to train again.")
     return args
@@ -187,6 +204,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def model_name(cell: Cell) -> str:
     return f"{BACKBONE}_{cell.framework}_{cell.projector}"
+
+
+def seeds_to_run(cell: Cell, settings: dict, args: argparse.Namespace) -> list[int]:
+    """The cell's seeds that this invocation runs (or, with --rerun, trains again): all, or the --seeds."""
+    return [seed for seed in cell.seeds(settings) if args.seeds is None or seed in args.seeds]
 
 
 def run_dir(output_dir: Path, cell: Cell, seed: int) -> Path:
@@ -336,11 +358,13 @@ def main(argv: list[str] | None = None) -> Path:
     machine = f"{describe_device(torch.device('cpu'))}, torch {torch.__version__}"
     results["machine"] = machine
     if args.rerun:
-        for cell in args.selected:
-            results["runs"] = [
-                r for r in results["runs"] if (r["framework"], r["projector"]) != (cell.framework, cell.row)
-            ]
-            shutil.rmtree(output_dir / "runs" / f"{cell.framework}_{cell.row}", ignore_errors=True)
+        forgotten = [(cell, seed) for cell in args.selected for seed in seeds_to_run(cell, settings, args)]
+        keys = {(cell.framework, cell.row, seed) for cell, seed in forgotten}
+        results["runs"] = [
+            r for r in results["runs"] if (r["framework"], r["projector"], r["seed"]) not in keys
+        ]
+        for cell, seed in forgotten:
+            shutil.rmtree(run_dir(output_dir, cell, seed), ignore_errors=True)
         save_results(results_file, results)
 
     data_dir = output_dir / "data"
@@ -355,7 +379,7 @@ def main(argv: list[str] | None = None) -> Path:
     # Seed by seed, references first: an interrupted benchmark has whole seeds of every cell.
     for seed in range(settings["main_seeds"]):
         for cell in args.selected:
-            if seed not in cell.seeds(settings):
+            if seed not in seeds_to_run(cell, settings, args):
                 continue
             if find_run(results, cell.framework, cell.row, seed):
                 logger.info("%s seed %d: finished earlier, skipped", cell.key, seed)
@@ -402,7 +426,7 @@ def main(argv: list[str] | None = None) -> Path:
             raise SystemExit(
                 f"Every run is recorded, but seed 0's model folder of {', '.join(missing)} is not under "
                 f"{output_dir / 'runs'}: the Hub folders need those weights. Copy the run folders too, or "
-                "run those cells again (--cells ... --rerun)."
+                f"run seed 0 of those cells again (--cells {','.join(missing)} --seeds 0 --rerun)."
             )
         for cell in CELLS:
             if cell.published:

@@ -70,6 +70,7 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
     def no_pretraining(*args, **kwargs):
         raise AssertionError("--resume retrained a finished run")
 
+    real_pretrain = script.pretrain
     monkeypatch.setattr(script, "pretrain", no_pretraining)
     with pytest.raises(ValueError, match="--resume"):
         script.main(argv)
@@ -93,8 +94,19 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
 
     # Records without their weights (results.json carried to another machine): named, not a traceback.
     shutil.rmtree(output / "runs" / "simclr_mlp" / "seed0" / "model")
-    with pytest.raises(SystemExit, match="seed 0's model folder of simclr/mlp"):
+    with pytest.raises(SystemExit, match="seed 0's model folder of simclr/mlp") as missing:
         script.main([*argv, "--resume"])
+    # ... and the command it suggests trains just that seed again and publishes.
+    assert "(--cells simclr/mlp --seeds 0 --rerun)" in str(missing.value)
+    monkeypatch.setattr(script, "pretrain", real_pretrain)
+    retrained = json.loads(
+        script.main([*argv, "--resume", "--cells", "simclr/mlp", "--seeds", "0", "--rerun"]).read_text()
+    )
+    assert find_run(retrained, "simclr", "mlp", 0)["train_seconds"] != trained["train_seconds"]
+    assert [r for r in retrained["runs"] if r["framework"] == "none"] == [
+        r for r in rerun["runs"] if r["framework"] == "none"
+    ]
+    assert (folder / "model.safetensors").is_file()
 
 
 def test_cells_seeds_and_pretraining_flags_follow_the_issue(tmp_path, monkeypatch):
@@ -132,6 +144,22 @@ def test_cells_seeds_and_pretraining_flags_follow_the_issue(tmp_path, monkeypatc
         script.parse_args(["--output-dir", str(tmp_path), "--cells", "simclr/vq"])
     with pytest.raises(SystemExit):
         script.parse_args(["--output-dir", str(tmp_path), "--rerun"])
+
+
+def test_seeds_picks_seeds_within_each_cells_own(tmp_path, capsys):
+    script = load_train_script("benchmark_fmnist")
+    settings = script.BUDGETS["full"]
+    args = script.parse_args(["--output-dir", str(tmp_path), "--seeds", "0, 3,4"])
+    cells = {cell.key: cell for cell in script.CELLS}
+    main_cell, other = cells["simclr/mlp"], cells["barlow/mlp"]
+    assert main_cell.main and script.seeds_to_run(main_cell, settings, args) == [0, 3, 4]
+    assert script.seeds_to_run(other, settings, args) == [0]  # a 3-seed cell has no seeds 3 and 4
+    every = script.parse_args(["--output-dir", str(tmp_path)])
+    assert script.seeds_to_run(main_cell, settings, every) == [0, 1, 2, 3, 4]
+    for bad in ("", "one", "-1", "0,x"):
+        with pytest.raises(SystemExit):
+            script.parse_args(["--output-dir", str(tmp_path), "--seeds", bad])
+        assert f"--seeds: {bad!r} is not" in capsys.readouterr().err
 
 
 def test_log_summary_times_every_step_of_a_resumed_run_at_its_median_speed(tmp_path):

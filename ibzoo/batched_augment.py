@@ -9,9 +9,12 @@ grouped convolution with one kernel per sample. Colour operations follow torchvi
 so each matches ``torchvision.transforms.v2.functional`` on a single image. Feed it uint8 batches from
 ``ibzoo.augment.build_decode_transform``.
 
-Two details differ from the per-sample path, which follows the reference's PIL pipeline: the crop
-resamples bilinearly (the reference is bicubic), and the blur is an exact Gaussian of the same sigma
-(PIL approximates it by three box blurs; they agree to about 1/255, tests/test_batched_augment.py).
+Four details differ from the per-sample path, which follows the reference's PIL pipeline: the crop
+resamples bilinearly (the reference is bicubic); the blur is an exact Gaussian of the same sigma (PIL
+approximates it by three box blurs; they agree to about 1/255, tests/test_batched_augment.py); the flip
+comes right after the crop instead of last (every later step works per pixel, on image means or with a
+mirror-symmetric kernel, so a view is the same either way); and solarization inverts float values
+>= 128/255 where PIL inverts the 8-bit pixels >= 128 of the rounded image (they differ by that rounding).
 
 On a CPU-only machine the same module is also the faster way to augment: run it in the DataLoader
 workers through :class:`AugmentInCollate` (one thread each); it spends far less time in Python per

@@ -34,7 +34,10 @@ class LARS(torch.optim.Optimizer):
     recipes) the trust ratio *is* the step size and the scheduled lr only caps it; without it the trust
     ratio multiplies the scheduled lr as in the LARS paper. A zero-norm weight takes a plain SGD step, so
     freshly zero-initialised tensors can leave zero. Unlike solo-learn, which then also skips weight decay,
-    a zero gradient still gets decay here, scaled by eta / wd.
+    a zero gradient still gets decay here, scaled by eta / wd. solo-learn (Projector_Theory
+    ``utils/lars.py``) also adds eps = 1e-8 to the denominator; here the zero guards take its place, and
+    with ||g|| of order 1e-3 or more it would change the trust ratio by at most 1e-5 relative. Kept out so
+    that the optimiser the published ``.fmnist`` weights were trained with stays the one in this file.
 
     Groups with ``lars_exclude=True`` (see :func:`parameter_groups`) take plain SGD-with-momentum steps
     without weight decay: the SimCLR/BYOL treatment of biases and normalisation weights. The flag defaults
@@ -207,7 +210,11 @@ def warmup_cosine_schedule(
 
     The lr used at step s (0-based, ``scheduler.step()`` called after each ``optimizer.step()``) is the
     group's base lr times (s + 1) / warmup_steps during warmup, so the first step is small but not wasted
-    and the last warmup step uses the full lr; then
+    and the last warmup step uses the full lr. The reference (Projector_Theory ``utils/lr_scheduler.py`` with
+    ``methods/base.py``'s default ``warmup_start_lr`` 3e-5) instead starts at an absolute 3e-5 and rises in
+    warmup_steps - 1 equal steps; ibzoo's ramp is proportional to the lr, so it keeps its shape at any batch
+    size and for the classifier's group. The two differ by at most base lr / warmup_steps at any step (2e-4
+    on CIFAR SimCLR's 1950-step warm-up) and agree from the end of the warm-up on; then
     min_lr_ratio + (1 - min_lr_ratio) * (1 + cos(pi * (s - warmup_steps) / (total_steps - warmup_steps))) / 2,
     reaching ``min_lr_ratio`` after the last step. To resume, rebuild the schedule with the same arguments
     and load its ``state_dict`` (and the optimiser's).

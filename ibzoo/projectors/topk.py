@@ -179,7 +179,7 @@ class TopKSparseProjector(nn.Module):
 
         ``"independent"`` (the zoo's): encoder and decoder drawn independently with PyTorch's default
         ``nn.Linear`` init, as the reference builds them (two ``nn.Linear`` layers in PKU-ML/
-        Projector_Theory's ``solo/methods/simclr.py``): W_dec and b_dec uniform in +-1/sqrt(latents). The
+        Projector_Theory's ``methods/simclr.py``): W_dec and b_dec uniform in +-1/sqrt(latents). The
         head starts as a random sparse projection, the bottleneck closed (at 512 -> 100000 -> 512, k = 1000,
         cos(out, x) is about 0).
 

@@ -1,8 +1,8 @@
 """The configuration of a pretraining run: one dataclass, saved verbatim as the run's ``run_config.json``.
 
 Every hyper-parameter left unset comes from the model name's recipe (:func:`ibzoo.model_info`: projector,
-objective, optimiser, epochs, global batch size, SyncBatchNorm) and from its timm ``pretrained_cfg``
-(input size, mean, std). Precedence, lowest first::
+objective, optimiser, epochs, global batch size, SyncBatchNorm, the online classifier's lr) and from its
+timm ``pretrained_cfg`` (input size, mean, std). Precedence, lowest first::
 
     model recipe  <  YAML recipe (--recipe train/recipes/X.yaml)  <  command line
 
@@ -74,6 +74,7 @@ def _recipe_defaults(info: ModelInfo) -> dict[str, Any]:
         "epochs": info.epochs,
         "batch_size": info.batch_size,
         "sync_batchnorm": info.sync_batchnorm,
+        "online_classifier_lr": info.online_classifier_lr,
     }
 
 
@@ -111,7 +112,11 @@ class PretrainConfig:
     gradient_accumulation_steps: int = 1
     """Micro-batches per optimisation step (the per-process batch shrinks accordingly)."""
     mixed_precision: MixedPrecision | None = None
-    """Autocast dtype; default: accelerate launch's --mixed_precision / accelerate config, else no."""
+    """Autocast dtype; default: accelerate launch's --mixed_precision / accelerate config, else no.
+
+    The reference runs use fp16 (``precision: 16-mixed`` in every Projector_Theory scripts/pretrain yaml);
+    train/recipes suggest bf16: as fast on GPUs that have it, no loss scaling to tune, and the only dtype
+    CPU autocast offers. The SSL losses, the MI term and FSQ compute in float32 under either."""
     cpu: bool = False
     """Train on the CPU even when an accelerator is present."""
     num_workers: int = dataclasses.field(default_factory=default_num_workers)
@@ -129,8 +134,9 @@ class PretrainConfig:
     instead of stopping the run with an error naming it."""
     online_classifier: bool = True
     """Train a linear classifier on detached backbone features alongside, when the data has labels."""
-    online_classifier_lr: float = 0.1
-    """Base lr of the online classifier (per 256 images, scaled like the optimiser's); no weight decay."""
+    online_classifier_lr: float | None = None
+    """Base lr of the online classifier (per 256 images, scaled like the optimiser's); no weight decay.
+    Default: the model's recipe."""
     log_every: int = 50
     """Optimisation steps between log records (losses, information plane, accuracy, lr, images/s)."""
     log_with: tuple[str, ...] = ("tensorboard",)

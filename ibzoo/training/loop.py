@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 from ibzoo.batched_augment import BatchedAugment
 from ibzoo.models.pretraining import SSLModel
 from ibzoo.objectives import ObjectiveOutput
-from ibzoo.optim import OptimizerConfig, build_optimizer
+from ibzoo.optim import OptimizerConfig, build_optimizer, parameter_groups
 from ibzoo.training.checkpoint import TrainerState
 from ibzoo.training.loader import sample_seed
 from ibzoo.training.run_log import RunLog, RunningMeans
@@ -84,22 +84,18 @@ class PretrainingModule(nn.Module):
 def build_pretrain_optimizer(
     module: PretrainingModule, config: OptimizerConfig, total_batch_size: int, classifier_lr: float
 ) -> torch.optim.Optimizer:
-    """``config``'s optimiser over the SSL model, plus the online classifier as its own group.
+    """``config``'s optimiser over the SSL model, plus the online classifier's own groups.
 
-    The classifier's group has no weight decay and, under LARS, no trust ratio; its lr is
-    ``classifier_lr`` scaled with the batch like the main lr (``config.lr_scaling``).
+    The classifier has no weight decay; its lr is ``classifier_lr`` scaled with the batch like the main lr
+    (``config.lr_scaling``). Under LARS its weight still gets the trust ratio and its bias does not, as in
+    the reference (Projector_Theory ``methods/base.py`` puts the classifier in a group with weight decay 0,
+    and ``utils/lars.py`` adapts every tensor with ndim > 1).
     """
     optimizer = build_optimizer(module.ssl_model, config, total_batch_size)
     if module.classifier is not None:
         scale = config.scaled_lr(total_batch_size) / config.lr
-        optimizer.add_param_group(
-            {
-                "params": list(module.classifier.parameters()),
-                "lr": classifier_lr * scale,
-                "weight_decay": 0.0,
-                "lars_exclude": True,
-            }
-        )
+        for group in parameter_groups(module.classifier, weight_decay=0.0):
+            optimizer.add_param_group(dict(group, lr=classifier_lr * scale))
     return optimizer
 
 

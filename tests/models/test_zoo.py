@@ -94,6 +94,10 @@ def test_recipes_follow_the_paper():
     assert ibzoo.model_info("resnet18_simclr_fsq").projector_config.fsq_levels == 30
     assert ibzoo.model_info("resnet18_cifar_simclr_mlp_mi").objective_config.mi_weight == 1e-4
     assert ibzoo.model_info("resnet18_barlow_mlp_mi").objective_config.mi_weight == 1e-2
+    # classifier_lr of scripts/pretrain/{cifar,imagenet-100}/{simclr,barlow}.yaml
+    assert (simclr.online_classifier_lr, barlow.online_classifier_lr) == (0.1, 0.15)
+    assert ibzoo.model_info("resnet18_barlow_mlp.fmnist").online_classifier_lr == 0.15  # the CIFAR recipe
+    assert ibzoo.model_info("resnet18_barlow_mlp").online_classifier_lr == 0.1
 
 
 def test_tags_name_their_hub_repos():
@@ -190,7 +194,7 @@ def test_a_tag_takes_the_recipe_of_its_dataset():
     assert (large.projector_config.hidden_features, large.projector_config.out_features) == ((4096,), 512)
     assert (small.optimizer_config.lr, small.objective_config.mi_weight, small.epochs) == (0.4, 1e-4, 200)
     assert (large.optimizer_config.lr, large.objective_config.mi_weight, large.epochs) == (0.3, 1e-2, 100)
-    assert not small.sync_batchnorm and large.sync_batchnorm
+    assert small.sync_batchnorm and large.sync_batchnorm  # every reference yaml sets it
     assert ibzoo.model_info("resnet18_cifar_simclr_mlp.cifar10") == ibzoo.model_info(
         "resnet18_cifar_simclr_mlp"
     )

@@ -24,7 +24,8 @@ def test_defaults_come_from_the_model_recipe():
     info = ibzoo.model_info(MODEL)
     assert config.projector == info.projector_config and config.objective == info.objective_config
     assert config.optimizer == info.optimizer_config
-    assert (config.epochs, config.batch_size, config.sync_batchnorm) == (200, 256, False)
+    assert (config.epochs, config.batch_size, config.sync_batchnorm) == (200, 256, True)
+    assert config.online_classifier_lr == info.online_classifier_lr == 0.1
     # A dataset that is none of the model's tags: the default tag's (CIFAR-10) preprocessing.
     assert config.pretrained_tag is None and config.hub_model_name == MODEL
     assert (config.image_size, config.mean, config.std) == (

@@ -71,16 +71,32 @@ def test_without_labels_the_step_is_the_objective_alone():
 
 
 @pytest.mark.parametrize(("scaling", "expected_lr"), [("linear", 0.1 * 512 / 256), ("none", 0.1)])
-def test_classifier_is_its_own_group_without_weight_decay(scaling, expected_lr):
+def test_classifier_has_its_own_groups_without_weight_decay(scaling, expected_lr):
     module = tiny_module()
     config = OptimizerConfig(name="lars", lr=0.3, weight_decay=1e-4, lr_scaling=scaling)
     optimizer = build_pretrain_optimizer(module, config, total_batch_size=512, classifier_lr=0.1)
-    *ssl_groups, classifier_group = optimizer.param_groups
+    *ssl_groups, weight_group, bias_group = optimizer.param_groups
     assert sum(len(group["params"]) for group in ssl_groups) == len(list(module.ssl_model.parameters()))
-    assert classifier_group["params"] == list(module.classifier.parameters())
-    assert classifier_group["weight_decay"] == 0.0 and classifier_group["lars_exclude"] is True
-    assert classifier_group["lr"] == pytest.approx(expected_lr)
+    assert weight_group["params"] == [module.classifier.weight]
+    assert bias_group["params"] == [module.classifier.bias]
+    # As the reference's LARS: the weight keeps the trust ratio (without decay), the bias takes plain steps.
+    assert (weight_group["weight_decay"], weight_group["lars_exclude"]) == (0.0, False)
+    assert (bias_group["weight_decay"], bias_group["lars_exclude"]) == (0.0, True)
+    assert weight_group["lr"] == bias_group["lr"] == pytest.approx(expected_lr)
     assert ssl_groups[0]["lr"] == pytest.approx(config.scaled_lr(512))
+
+
+def test_classifier_weight_step_is_the_trust_ratio_without_decay():
+    """solo-learn's LARS on a weight-decay-0 tensor: step = lr * min(eta ||w|| / ||g|| / lr, 1) * g."""
+    module = tiny_module()
+    config = OptimizerConfig(name="lars", lr=0.3, weight_decay=1e-4, lars_eta=0.02, lr_scaling="none")
+    optimizer = build_pretrain_optimizer(module, config, total_batch_size=256, classifier_lr=5.0)
+    weight = module.classifier.weight
+    weight.grad = torch.full_like(weight, 0.5)
+    before = weight.detach().clone()
+    optimizer.step()
+    trust = min(0.02 * before.norm().item() / weight.grad.norm().item() / 5.0, 1.0)
+    torch.testing.assert_close(weight.detach(), before - 5.0 * trust * weight.grad)
 
 
 def test_parameter_digest_hashes_names_and_parameter_bytes_only():

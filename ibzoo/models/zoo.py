@@ -161,7 +161,12 @@ def paper_projector_config(framework: str, projector: str, family: Family = "ima
     """The paper's projector for a framework: MLP dims from solo-learn, top-k 100000 / 1000, FSQ levels.
 
     The FSQ levels (30 for SimCLR, 3 for Barlow Twins) come from the paper's text: the reference's CIFAR
-    yamls ship with ``point_num: 0`` (the quantizer off)."""
+    yamls ship with ``point_num: 0`` (the quantizer off).
+
+    Barlow Twins' ``topk_fsq``, built as the reference's ``methods/barlow_twins.py`` would build it, does
+    not train: 3 levels round every value within +-0.5 to 0, and a fresh top-k head outputs values of about
+    0.1, so almost every output dimension is 0 in both views and gets no gradient (at 100000 / 1000 none
+    varies). Kept as specified; the README's Fashion-MNIST benchmark section has the measurements."""
     _check_choice("framework", framework, FRAMEWORKS)
     _check_choice("projector", projector, PROJECTORS)
     if framework == "simclr":

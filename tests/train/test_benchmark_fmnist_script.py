@@ -65,6 +65,15 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
     card = (folder / "README.md").read_text()
     # The card holds the whole table, its Markdown specials (_ [ ]) escaped.
     assert table in card.replace("\\", "") and "seed 0 of the row SimCLR / mlp" in card
+    # The card states the checkpoint's own margin over the fair reference, and warns when it is below.
+    reference = runs[("none", "random_init_bn", 0)]
+    standing = "above" if margin >= 0 else "below"
+    assert f"linear top-1 is {abs(margin):.2f} points {standing} the fair random-init reference" in card
+    cell, benchmark = script.Cell("simclr", "mlp", "mlp", main=True), {"budget": "", "table": ""}
+    for offset, warned in ((1.0, False), (-1.0, True)):
+        run = dict(trained, linear_top1=reference["linear_top1"] + offset)
+        other = script.publish(folder, tmp_path / "other_hub", cell, run, reference, benchmark)
+        assert ("worse than an untrained encoder's" in (other / "README.md").read_text()) == warned
 
     # A finished benchmark run again with --resume trains nothing and keeps every record.
     def no_pretraining(*args, **kwargs):

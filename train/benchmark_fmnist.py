@@ -308,8 +308,8 @@ def publish(model_dir: Path, hub_root: Path, cell: Cell, run: dict, reference: d
         description += "."
     else:
         description += (
-            ": its features are worse than an untrained encoder's. ibzoo's README (Benchmark on "
-            "Fashion-MNIST) says what was checked."
+            ": on this probe an untrained encoder's features score higher than this checkpoint's. ibzoo's "
+            "README (Benchmark on Fashion-MNIST) says what was checked."
         )
     # The images are Fashion-MNIST's, built offline from its IDX files: the card links the Hub's copy,
     # and the benchmark's local folders mean nothing to a reader of the card.

@@ -40,21 +40,30 @@ _IDENTIFIER = re.compile(r"[\w.-]+")
 _MARKDOWN = re.compile(r"([\\`*_\[\]|#~!])")
 
 
+def _one_line(value: Any) -> str:
+    return " ".join(str(value).split())
+
+
+def _escaped(text: str) -> str:
+    return _MARKDOWN.sub(r"\\\1", html.escape(text, quote=False))
+
+
 def _text(value: Any) -> str:
     """``value`` as inert Markdown text on one line: a user's dataset or model name cannot start a heading,
     a table row or a link, nor land as raw HTML."""
-    return _MARKDOWN.sub(r"\\\1", html.escape(" ".join(str(value).split()), quote=False))
+    return _escaped(_one_line(value))
 
 
 def _code(value: Any) -> str:
     """``value`` for a code span inside a table cell: one line, no backticks, pipes escaped."""
-    return " ".join(str(value).split()).replace("`", "'").replace("|", "\\|")
+    return _one_line(value).replace("`", "'").replace("|", "\\|")
 
 
 def _text_keeping_code(value: Any) -> str:
     """Like :func:`_text`, but code spans (`...`) stay code: the benchmark's own text uses them."""
-    parts = re.split(r"(`[^`]+`)", " ".join(str(value).split()))
-    return "".join(part if part.startswith("`") and len(part) > 1 else _text(part) for part in parts)
+    # The text between code spans keeps its spaces: "Every `x` model" must not become "Every`x`model".
+    parts = re.split(r"(`[^`]+`)", _one_line(value))
+    return "".join(part if part.startswith("`") and len(part) > 1 else _escaped(part) for part in parts)
 
 
 def _padded(cell: str) -> str:

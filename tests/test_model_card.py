@@ -67,10 +67,13 @@ def test_card_of_an_unevaluated_run_on_local_data():
 
 def test_benchmark_comparison_section():
     table = "| framework | projector |\n|---|---|\n| Barlow Twins | fsq |\n"
-    benchmark = {"description": "Seed 0 of the fsq row, 2 seeds per row.", "table": table}
+    description = "Seed 0 of the `fsq` row by `make bench`\n(train/bench_x.py), 2 seeds per row."
+    benchmark = {"description": description, "table": table}
     card = render_model_card(_config(benchmark=benchmark), repo_id="ibzoo/resnet18_cifar_barlow_fsq.cifar100")
     section = card.text.split("## Compared with the other projectors", 1)[1]
-    assert section.lstrip().startswith("Seed 0 of the fsq row, 2 seeds per row.")
+    # On one line, code spans kept with the spaces around them, the rest escaped.
+    expected = "Seed 0 of the `fsq` row by `make bench` (train/bench\\_x.py), 2 seeds per row."
+    assert section.lstrip().startswith(expected)
     assert table in section and section.index(table) < section.index("## Citation")
     assert "## Compared with" not in render_model_card(_config(), repo_id="me/x").text
 

@@ -345,11 +345,13 @@ def margins_over_reference(results: dict) -> str:
 def describe_budget(settings: dict) -> str:
     """The settings as one phrase for the model cards."""
     images = "all" if settings["subset"] is None else f"the first {settings['subset']}"
+    mi_weights = " and ".join(
+        f"{weight:g} ({FRAMEWORK_TITLES[framework]})" for framework, weight in settings["mi_weights"].items()
+    )
     return (
         f"{images} training images at {settings['image_size']} px, {settings['epochs']} epochs at global "
         f"batch {settings['batch_size']} (warm-up {settings['warmup_epochs']} epochs), top-k projectors "
-        f"with {settings['topk_latents']} latents and k = {settings['topk_k']}, mlp_mi with "
-        f"λ = {settings['mi_weights']}"
+        f"with {settings['topk_latents']} latents and k = {settings['topk_k']}, mlp_mi with λ = {mi_weights}"
     )
 
 

@@ -65,6 +65,9 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
     card = (folder / "README.md").read_text()
     # The card holds the whole table, its Markdown specials (_ [ ]) escaped.
     assert table in card.replace("\\", "") and "seed 0 of the row SimCLR / mlp" in card
+    # The description reads as written: code spans with their spaces, λ per framework by name.
+    assert "Every `resnet18_*.fmnist` model was pretrained by `make bench-fmnist` (train" in card
+    assert "mlp\\_mi with λ = 0.1 (SimCLR) and 5 (Barlow Twins);" in card
     # The card states the checkpoint's own margin over the fair reference, and warns when it is below.
     reference = runs[("none", "random_init_bn", 0)]
     standing = "above" if margin >= 0 else "below"

@@ -420,7 +420,9 @@ def main(argv: list[str] | None = None) -> Path:
             save_results(results_file, results)
             logger.info("%s seed %d: %s", cell.key, seed, json.dumps(run))
 
-    table = render_markdown(results, row_titles=ROW_TITLES)
+    table = render_markdown(
+        results, row_titles=ROW_TITLES, row_order=[(cell.framework, cell.row) for cell in CELLS]
+    )
     (output_dir / "results.md").write_text(table + "\n" + margins_over_reference(results))
     results["wall_seconds"] = results.get("wall_seconds", 0.0) + time.perf_counter() - started
     save_results(results_file, results)

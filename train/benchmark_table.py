@@ -147,8 +147,10 @@ def render_markdown(
     metrics: Sequence[str] = ("linear_top1", "knn_top1"),
     baseline: str = "mlp",
     row_titles: Mapping[str, str] | None = None,
+    row_order: Sequence[tuple[str, str]] = (),
 ) -> str:
-    """One row per (framework, projector) in the order first run, reference rows last.
+    """One row per (framework, projector): those in ``row_order`` first, in that order (so a re-run does
+    not move its row), then the others in the order first run, reference rows last.
 
     Columns: each metric as mean ± spread and as the paired delta against ``baseline`` with its 95 %
     interval, whether each interval excludes 0, the last logged SSL loss and MI term λ·I(Z1; Z2) (run
@@ -158,8 +160,15 @@ def render_markdown(
     """
     runs, row_titles = results["runs"], row_titles or {}
     cells = list(dict.fromkeys((r["framework"], r["projector"]) for r in runs))
+    position = {cell: i for i, cell in enumerate(row_order)}
     # Reference rows last, in a fixed order whatever order their runs finished in.
-    cells.sort(key=lambda cell: (cell[0] == REFERENCE, cell[1] if cell[0] == REFERENCE else ""))
+    cells.sort(
+        key=lambda cell: (
+            cell[0] == REFERENCE,
+            cell[1] if cell[0] == REFERENCE else "",
+            position.get(cell, len(position)),
+        )
+    )
     header = ["framework", "projector", "seeds"]
     for metric in metrics:
         header += [METRIC_TITLES.get(metric, metric), f"Δ vs {baseline} [95 % CI]"]

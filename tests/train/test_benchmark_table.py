@@ -79,6 +79,14 @@ def test_markdown_table_rows_values_and_deltas():
     assert len(lines) == 5
 
 
+def test_rows_follow_row_order_whatever_order_the_runs_finished_in():
+    rerun_last = [*RUNS[2:], *RUNS[:2]]  # both SimCLR mlp seeds re-run: recorded after the others
+    rows = [line.split(" | ")[1] for line in render_markdown({"runs": rerun_last}).splitlines()[2:]]
+    assert rows == ["topk", "mlp", "random init"]  # without an order: first run first
+    ordered = render_markdown({"runs": rerun_last}, row_order=[("simclr", "mlp"), ("simclr", "topk")])
+    assert [line.split(" | ")[1] for line in ordered.splitlines()[2:]] == ["mlp", "topk", "random init"]
+
+
 def test_interval_is_student_t_and_says_whether_it_excludes_zero():
     assert t_quantile_975(1) == 12.706 and t_quantile_975(4) == 2.776
     assert t_quantile_975(31) == pytest.approx(2.0395, abs=1e-3)  # past the table: Cornish-Fisher

@@ -84,13 +84,27 @@ PRETRAIN = Path(__file__).resolve().parent / "pretrain.py"
 TAG = "fmnist"
 BACKBONE = "resnet18"
 BUDGETS = {
+    # epochs: each framework's own (cells of one framework share it: every Δ is within a framework).
+    # warmup_fraction: the reference's 10 warm-up epochs of 200.
     "full": dict(
-        subset=None, image_size=32, epochs=4, batch_size=256, warmup_epochs=0.2, main_seeds=5, seeds=3
+        subset=None,
+        image_size=32,
+        epochs={"simclr": 4, "barlow": 4},
+        batch_size=256,
+        warmup_fraction=0.05,
+        main_seeds=5,
+        seeds=3,
     ),
     # 32 px, not less: at 16 px layer4's stride-2 convolutions see 1x1 maps, whose bf16 weight gradient
     # on the CPU (torch 2.14) intermittently holds NaN; at 32 px they see 2x2 maps (checked: no NaN).
     "quick": dict(
-        subset=64, image_size=32, epochs=1, batch_size=32, warmup_epochs=0.0, main_seeds=1, seeds=1
+        subset=64,
+        image_size=32,
+        epochs={"simclr": 1, "barlow": 1},
+        batch_size=32,
+        warmup_fraction=0.0,
+        main_seeds=1,
+        seeds=1,
     ),
 }
 # Steps per logged interval: the log times the run (log_summary), so the 2-step quick run logs every step.
@@ -218,14 +232,26 @@ def run_dir(output_dir: Path, cell: Cell, seed: int) -> Path:
     return output_dir / "runs" / f"{cell.framework}_{cell.row}" / f"seed{seed}"
 
 
-def pretrain(cell: Cell, seed: int, data_dir: Path, settings: dict, args: argparse.Namespace) -> Path:
-    """Pretrain one cell and seed into its :func:`run_dir` in its own process (fresh Accelerate state, a
-    crash stays in its cell); returns the run folder."""
-    name, folder = model_name(cell), run_dir(args.output_dir, cell, seed)
+def pretrain(
+    cell: Cell,
+    seed: int,
+    data_dir: Path,
+    settings: dict,
+    args: argparse.Namespace,
+    epochs: int | None = None,
+    folder: Path | None = None,
+    extra_args: tuple[str, ...] = (),
+) -> Path:
+    """Pretrain one cell and seed for ``epochs`` (default: its framework's budget) into ``folder``
+    (default: its :func:`run_dir`) in its own process (fresh Accelerate state, a crash stays in its cell);
+    returns the run folder. ``extra_args`` are more train/pretrain.py flags (a learning curve's
+    ``--max-epochs-this-run``)."""
+    name, folder = model_name(cell), folder or run_dir(args.output_dir, cell, seed)
+    epochs = epochs or settings["epochs"][cell.framework]
     argv = [sys.executable, str(PRETRAIN), "--model", f"{name}.{TAG}", "--data.dataset", str(data_dir)]
-    argv += ["--output-dir", str(folder), "--seed", str(seed), "--epochs", str(settings["epochs"])]
+    argv += ["--output-dir", str(folder), "--seed", str(seed), "--epochs", str(epochs)]
     argv += ["--batch-size", str(settings["batch_size"]), "--image-size", str(settings["image_size"])]
-    argv += ["--optimizer.warmup-epochs", str(settings["warmup_epochs"])]
+    argv += ["--optimizer.warmup-epochs", f"{settings['warmup_fraction'] * epochs:g}"]
     # The reference trains in 16-bit mixed precision; bf16 is also the faster one on CPUs with AVX512-BF16.
     argv += ["--mixed-precision", "bf16"]
     argv += ["--num-workers", str(args.num_workers), "--log-every", str(LOG_EVERY[args.budget])]
@@ -234,7 +260,7 @@ def pretrain(cell: Cell, seed: int, data_dir: Path, settings: dict, args: argpar
         argv += ["--projector.topk-latents", str(TOPK["latents"]), "--projector.topk-k", str(TOPK["k"])]
     if cell.projector == "mlp_mi":
         argv += ["--objective.mi-weight", str(MI_WEIGHTS[cell.framework])]
-    argv += list(cell.pretrain_args)
+    argv += [*cell.pretrain_args, *extra_args]
     if args.cpu:
         argv.append("--cpu")
     if subprocess.run(argv).returncode != 0:
@@ -348,9 +374,12 @@ def describe_budget(settings: dict) -> str:
     mi_weights = " and ".join(
         f"{weight:g} ({FRAMEWORK_TITLES[framework]})" for framework, weight in settings["mi_weights"].items()
     )
+    epochs = " and ".join(
+        f"{count} epochs ({FRAMEWORK_TITLES[framework]})" for framework, count in settings["epochs"].items()
+    )
     return (
-        f"{images} training images at {settings['image_size']} px, {settings['epochs']} epochs at global "
-        f"batch {settings['batch_size']} (warm-up {settings['warmup_epochs']} epochs), top-k projectors "
+        f"{images} training images at {settings['image_size']} px, {epochs} at global batch "
+        f"{settings['batch_size']} (warm-up {settings['warmup_fraction']:.0%} of them), top-k projectors "
         f"with {settings['topk_latents']} latents and k = {settings['topk_k']}, mlp_mi with λ = {mi_weights}"
     )
 

@@ -50,6 +50,8 @@ class ProjectorConfig:
     """The autoencoder's init: "independent" (the reference's nn.Linear defaults) or "tied" (Gao et al.)."""
     fsq_levels: int | None = None
     """Quantize the output to this many levels per dimension; None for no quantization."""
+    fsq_standardize: bool = False
+    """Standardize each output dimension over the batch before quantizing (see DiscretizedProjector)."""
 
     def __post_init__(self) -> None:
         # YAML and JSON give lists back; a tuple keeps the config hashable and equal to the original.
@@ -82,6 +84,10 @@ class ProjectorConfig:
             )
         if self.fsq_levels is not None and not is_int_at_least(self.fsq_levels, 2):
             raise ValueError(f"ProjectorConfig: fsq_levels={self.fsq_levels!r} must be an int >= 2 or None.")
+        if self.fsq_standardize and self.fsq_levels is None:
+            raise ValueError(
+                "ProjectorConfig: fsq_standardize=True standardizes before quantization; set fsq_levels too."
+            )
         if not self.has_mlp and self.topk_latents is None:
             raise ValueError(
                 "ProjectorConfig: hidden_features=() with out_features=None and no top-k autoencoder "
@@ -122,5 +128,5 @@ def build_projector(in_features: int, config: ProjectorConfig) -> nn.Module:
         parts.append(TopKSparseProjector(width, config.topk_latents, config.topk_k, config.topk_init))
     projector = parts[0] if len(parts) == 1 else ProjectorStack(*parts)
     if config.fsq_levels is not None:
-        projector = DiscretizedProjector(projector, config.fsq_levels)
+        projector = DiscretizedProjector(projector, config.fsq_levels, config.fsq_standardize)
     return projector

@@ -97,12 +97,17 @@ class DiscretizedProjector(nn.Module):
     Args:
         projector: Any projection head with an ``out_features`` attribute.
         levels: Quantization levels per output dimension.
+        standardize: Standardize each output dimension over the batch before quantizing
+            (``BatchNorm1d`` without affine parameters; running statistics in eval mode). ibzoo's
+            deviation from the reference, for heads whose fresh outputs lie inside FSQ's middle level:
+            Barlow Twins' top-k head outputs about 0.05 at init, which 3 levels round to 0 in every
+            dimension, so no gradient reaches the backbone (``ibzoo.frameworks.barlow_twins``).
 
     Attributes:
         out_features: The wrapped projector's output width.
     """
 
-    def __init__(self, projector: nn.Module, levels: int) -> None:
+    def __init__(self, projector: nn.Module, levels: int, standardize: bool = False) -> None:
         super().__init__()
         if not isinstance(getattr(projector, "out_features", None), int):
             raise ValueError(
@@ -110,6 +115,7 @@ class DiscretizedProjector(nn.Module):
                 "wrap a projector that reports its output width."
             )
         self.projector = projector
+        self.standardize = nn.BatchNorm1d(projector.out_features, affine=False) if standardize else None
         self.quantizer = FiniteScalarQuantizer(levels)
         self.out_features: int = projector.out_features
 
@@ -122,4 +128,7 @@ class DiscretizedProjector(nn.Module):
         Returns:
             (B, D_out) quantized projections; D_out: ``self.out_features``.
         """
-        return self.quantizer(self.projector(x))
+        projected = self.projector(x)
+        if self.standardize is not None:
+            projected = self.standardize(projected)
+        return self.quantizer(projected)

@@ -59,8 +59,10 @@ __all__ = [
     "CorruptCheckpointError",
     "TrainerState",
     "UnsafeCheckpointError",
+    "backbone_weights",
     "check_output_dir",
     "checkpoint_name",
+    "latest_checkpoint",
     "write_run_config",
 ]
 
@@ -103,6 +105,42 @@ def checkpoint_name(state: TrainerState, steps_per_epoch: int) -> str:
     return (
         name if state.global_step == state.epoch * steps_per_epoch else f"{name}-step-{state.global_step:08d}"
     )
+
+
+# Where the backbone's tensors sit in a checkpoint's model.safetensors: the state dict of
+# ibzoo.training.loop.PretrainingModule, whose SSLModel is ``ssl_model`` and its encoder ``backbone``.
+_BACKBONE_PREFIX = "ssl_model.backbone."
+
+
+def backbone_weights(checkpoint: Path) -> dict[str, torch.Tensor]:
+    """The backbone's tensors saved in one checkpoint folder (``DIR/checkpoints/epoch-0003``), under the
+    backbone's own names: to score a run part-way (a learning curve) with the same loading checks as the
+    final ``model/`` folder (:func:`ibzoo.weights.check_state_dict` runs when they are loaded).
+
+    Raises:
+        CorruptCheckpointError: no ``model.safetensors`` there, or one without backbone tensors.
+    """
+    model_file = Path(checkpoint) / "model.safetensors"
+    if not model_file.is_file():
+        raise CorruptCheckpointError(f"{model_file} is missing: is {checkpoint} a pretraining checkpoint?")
+    weights = load_safetensors_bytes(model_file.read_bytes())
+    backbone = {
+        key.removeprefix(_BACKBONE_PREFIX): value
+        for key, value in weights.items()
+        if key.startswith(_BACKBONE_PREFIX)
+    }
+    if not backbone:
+        raise CorruptCheckpointError(f"{model_file} holds no {_BACKBONE_PREFIX}* tensors.")
+    return backbone
+
+
+def latest_checkpoint(folder: Path) -> Path | None:
+    """The checkpoint that ``folder/latest`` names (``folder`` is a run's ``checkpoints``), if it exists."""
+    pointer = Path(folder) / LATEST_FILE
+    if not pointer.is_file():
+        return None
+    target = Path(folder) / pointer.read_text().strip()
+    return target if target.is_dir() else None
 
 
 def _differences(saved: Any, current: Any, path: str = "") -> list[str]:
@@ -288,11 +326,7 @@ class CheckpointManager:
 
     def latest(self) -> Path | None:
         """The checkpoint ``latest`` names, if that folder exists."""
-        pointer = self.folder / LATEST_FILE
-        if not pointer.is_file():
-            return None
-        target = self.folder / pointer.read_text().strip()
-        return target if target.is_dir() else None
+        return latest_checkpoint(self.folder)
 
     def _read(self, path: Path) -> None:
         pickles = sorted(p.name for p in path.iterdir() if p.name.endswith(PICKLE_SUFFIXES))

@@ -1,0 +1,205 @@
+"""Learning curves on Fashion-MNIST: one cell of train/benchmark_fmnist.py trained long, its frozen
+features scored on the way, to choose each framework's budget from a measurement.
+
+    python train/benchmark_curve.py --output-dir bench-fmnist --cell barlow/mlp --epochs 24
+    python train/benchmark_curve.py --output-dir bench-fmnist --cell simclr/mlp --epochs 16
+
+A curve is one pretraining run with the benchmark's settings (data, batch, warm-up fraction, bf16) and a
+cosine schedule over ``--epochs``. It is trained in pieces up to each point of :data:`POINTS` (with
+train/pretrain.py's ``--max-epochs-this-run``, which continues exactly from the run's checkpoint), and
+after each piece the backbone of the newest checkpoint is scored as the benchmark scores a finished run
+(weighted k-NN and the fast linear probe on the 10,000 test images). A point at epoch e of an E-epoch
+schedule has not annealed its learning rate, so it understates what an e-epoch run reaches: a budget
+read off the curve is a conservative one.
+
+Output, beside the benchmark's: ``curves/CELL/seedS/`` (the run), ``curves.json`` (every point of every
+curve, with its machine; rewritten after each point, so running the same command again continues where
+it stopped) and ``curves.png`` (linear and k-NN top-1 against steps, each curve, and the fair random-init
+reference of ``results.json`` as a horizontal line when it has one).
+"""
+
+import argparse
+import json
+import logging
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+import ibzoo
+from benchmark_fmnist import (
+    BUDGETS,
+    CELLS,
+    FAIR_REFERENCE,
+    TAG,
+    model_name,
+    pretrain,
+)
+from benchmark_table import load_results, save_results
+from benchmarking import describe_device
+from ibzoo.data import DataConfig, build_fashion_mnist_dataset, load_image_dataset
+from ibzoo.evaluation import evaluate_backbone
+from ibzoo.names import FRAMEWORK_TITLES
+from ibzoo.plotting import PALETTE, Series, line_chart, side_by_side
+from ibzoo.training.checkpoint import CHECKPOINTS_DIR, TrainerState, backbone_weights, latest_checkpoint
+from ibzoo.weights import check_state_dict
+
+logger = logging.getLogger("benchmark_curve")
+
+POINTS = (1, 2, 4, 8, 12, 16, 20, 24, 32)
+"""Epochs at which a curve is scored (those up to its --epochs, and its last epoch)."""
+METRICS = {"linear_top1": "linear top-1 (%)", "knn_top1": "k-NN top-1 (%)"}
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--output-dir", type=Path, required=True, help="the benchmark's output folder")
+    cells = {cell.key: cell for cell in CELLS}
+    parser.add_argument("--cell", required=True, choices=sorted(cells), help="the benchmark cell to train")
+    parser.add_argument("--epochs", type=int, default=16, help="length of the schedule (default 16)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="the benchmark's settings")
+    parser.add_argument("--num-workers", type=int, default=1, help="DataLoader workers of the pretraining")
+    parser.add_argument(
+        "--idx-dir", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST IDX files"
+    )
+    parser.add_argument("--fallback-dataset", default="zalando-datasets/fashion_mnist")
+    parser.add_argument("--cpu", action="store_true", help="pretrain on the CPU even with an accelerator")
+    args = parser.parse_args(argv)
+    if args.epochs < 1 or args.seed < 0:
+        parser.error(f"--epochs {args.epochs} and --seed {args.seed}: need epochs >= 1 and seed >= 0.")
+    args.cell = cells[args.cell]
+    return args
+
+
+def curve_points(epochs: int) -> list[int]:
+    """The epochs a curve of ``epochs`` is scored at: the :data:`POINTS` below it, and its end."""
+    return sorted({point for point in POINTS if point < epochs} | {epochs})
+
+
+def trained_epochs(run: Path) -> int:
+    """Epochs completed by the run's newest checkpoint (0 before the first), from its saved state."""
+    checkpoint = latest_checkpoint(run / CHECKPOINTS_DIR)
+    if checkpoint is None:
+        return 0
+    state = TrainerState()
+    state.load_state_dict(json.loads((checkpoint / "trainer.json").read_text()))
+    return state.epoch
+
+
+def checkpoint_backbone(run: Path, name: str, image_size: int) -> tuple[torch.nn.Module, int]:
+    """The backbone of the run's newest checkpoint, with the tag's preprocessing, and its step."""
+    checkpoint = latest_checkpoint(run / CHECKPOINTS_DIR)
+    backbone = ibzoo.create_model(name, pretrained_cfg_overlay=dict(input_size=(3, image_size, image_size)))
+    weights = backbone_weights(checkpoint)
+    check_state_dict(weights, backbone.state_dict(), str(checkpoint / "model.safetensors"))
+    backbone.load_state_dict(weights)
+    state = json.loads((checkpoint / "trainer.json").read_text())
+    return backbone, state["global_step"]
+
+
+def fair_reference(output_dir: Path) -> dict[str, float]:
+    """Mean linear and k-NN top-1 of the fair random-init reference over its seeds in ``results.json``
+    (empty when it has none)."""
+    results_file = output_dir / "results.json"
+    runs = load_results(results_file)["runs"] if results_file.is_file() else []
+    key = (FAIR_REFERENCE.framework, FAIR_REFERENCE.row)
+    scores = [r for r in runs if (r["framework"], r["projector"]) == key]
+    return {metric: statistics.mean(r[metric] for r in scores) for metric in METRICS} if scores else {}
+
+
+def draw_curves(curves: list[dict], reference: dict[str, float]) -> Image.Image:
+    """Linear and k-NN top-1 against steps, one line per curve, the reference as a flat line."""
+    panels = []
+    for metric, title in METRICS.items():
+        series = []
+        for index, curve in enumerate(curves):
+            points = curve["points"]
+            label = f"{FRAMEWORK_TITLES[curve['framework']]} {curve['projector']} ({curve['epochs']} ep.)"
+            series.append(
+                Series(label, [p["step"] for p in points], [p[metric] for p in points], color=PALETTE[index])
+            )
+        if metric in reference:
+            steps = [p["step"] for curve in curves for p in curve["points"]]
+            series.append(
+                Series("random init, fair", [0, max(steps)], [reference[metric]] * 2, color=PALETTE[3])
+            )
+        panels.append(line_chart(series, title=title, x_label="step", y_label="top-1 (%)"))
+    return side_by_side(panels)
+
+
+def main(argv: list[str] | None = None) -> Path:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO)
+    cell, output_dir = args.cell, args.output_dir
+    # The benchmark's settings but its per-cell epochs and seed counts: a curve sets its own.
+    settings = {k: v for k, v in BUDGETS[args.budget].items() if k not in ("epochs", "main_seeds", "seeds")}
+    name = f"{model_name(cell)}.{TAG}"
+    run = output_dir / "curves" / f"{cell.framework}_{cell.row}" / f"seed{args.seed}"
+    data_dir = output_dir / "data"
+    if not (data_dir / "dataset_dict.json").is_file():
+        build_fashion_mnist_dataset(
+            data_dir, args.idx_dir, subset=settings["subset"], fallback=args.fallback_dataset
+        )
+    train_data, test_data = (
+        load_image_dataset(DataConfig(str(data_dir)), split) for split in ("train", "test")
+    )
+    curves_file = output_dir / "curves.json"
+    curves = (
+        json.loads(curves_file.read_text()) if curves_file.exists() else {"settings": settings, "curves": []}
+    )
+    if curves["settings"] != settings:
+        raise ValueError(
+            f"{curves_file} holds curves with settings {curves['settings']}, not {settings}; pass the same "
+            "--budget, or another --output-dir."
+        )
+    key = dict(framework=cell.framework, projector=cell.row, seed=args.seed, epochs=args.epochs)
+    curve = next((c for c in curves["curves"] if {k: c[k] for k in key} == key), None)
+    if curve is None:
+        curve = dict(key, points=[])
+        curves["curves"].append(curve)
+    machine = f"{describe_device(torch.device('cpu'))}, torch {torch.__version__}"
+
+    for point in curve_points(args.epochs):
+        if any(p["epoch"] == point for p in curve["points"]):
+            continue
+        began = time.perf_counter()
+        done = trained_epochs(run)
+        if done < point:
+            pretrain(
+                cell,
+                args.seed,
+                data_dir,
+                settings,
+                args,
+                epochs=args.epochs,
+                folder=run,
+                extra_args=("--max-epochs-this-run", str(point - done)),
+            )
+        backbone, step = checkpoint_backbone(run, name, settings["image_size"])
+        trained = time.perf_counter()
+        scores = evaluate_backbone(backbone, train_data, test_data, protocol="fast", seed=args.seed)
+        curve["points"].append(
+            dict(
+                epoch=point,
+                step=step,
+                **{metric: scores[metric] for metric in METRICS},
+                linear_l2=scores["linear_l2"],
+                train_seconds=trained - began,
+                eval_seconds=time.perf_counter() - trained,
+                machine=machine,
+            )
+        )
+        save_results(curves_file, curves)
+        logger.info(
+            "%s seed %d, epoch %d of %d: %s", cell.key, args.seed, point, args.epochs, curve["points"][-1]
+        )
+
+    draw_curves(curves["curves"], fair_reference(output_dir)).save(output_dir / "curves.png")
+    return curves_file
+
+
+if __name__ == "__main__":
+    main()

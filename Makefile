@@ -47,7 +47,13 @@ test-min: $(MIN_STAMP)
 test-wheel: $(STAMP)
 	SEED_PYTHON=$(PY) .ci/test-wheel
 
+# Fashion-MNIST's IDX files come from Debian's dataset-fashion-mnist where apt-get can install it (as root);
+# otherwise the demo copies the Hub's zalando-datasets/fashion_mnist.
+FMNIST_IDX := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 demo: $(STAMP)
+	@test -e $(FMNIST_IDX) || [ "$$(id -u)" != 0 ] || ! command -v apt-get >/dev/null || \
+	    apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1 || \
+	    (apt-get update -qq >/dev/null 2>&1 && apt-get install -y -qq dataset-fashion-mnist >/dev/null 2>&1) || true
 	$(PY) train/demo.py
 
 bench-speed: $(STAMP)

@@ -19,7 +19,6 @@ or in the workers.
 
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import datasets
@@ -30,10 +29,9 @@ from torch.utils.data import default_collate
 from torchvision.transforms import ColorJitter, InterpolationMode, RandomResizedCrop, v2
 
 from ibzoo.data import ImageDataset
-from ibzoo.names import FRAMEWORKS
+from ibzoo.frameworks import get_framework
+from ibzoo.view_recipe import SMALL_IMAGE_SIZE, ViewRecipe
 
-# Up to this size images take the CIFAR recipes (Barlow Twins without blur) and resize-only evaluation.
-SMALL_IMAGE_SIZE = 64
 # Solarization inverts pixels at or above 128 of 255, as PIL's ImageOps.solarize does by default.
 SOLARIZE_THRESHOLD = 128
 # The blur's standard deviation in pixels, uniform per image (the reference's GaussianBlur).
@@ -46,41 +44,10 @@ INTERPOLATION = "bicubic"
 CROP_RATIO = (3 / 4, 4 / 3)
 
 
-@dataclass(frozen=True)
-class ViewRecipe:
-    """Probabilities and strengths of the random operations that make one view.
-
-    Attributes:
-        crop_scale: Range of the crop's area, as a fraction of the image's.
-        flip_p: Probability of a horizontal flip.
-        jitter: Colour jitter strengths (brightness, contrast, saturation, hue), as in ColorJitter.
-        jitter_p: Probability of applying the colour jitter.
-        grayscale_p: Probability of converting to greyscale (kept as 3 channels).
-        blur_p: Probability of a Gaussian blur, sigma uniform in BLUR_SIGMA.
-        solarize_p: Probability of solarization.
-    """
-
-    crop_scale: tuple[float, float] = (0.08, 1.0)
-    flip_p: float = 0.5
-    jitter: tuple[float, float, float, float] = (0.4, 0.4, 0.4, 0.1)
-    jitter_p: float = 0.8
-    grayscale_p: float = 0.2
-    blur_p: float = 0.0
-    solarize_p: float = 0.0
-
-
 def view_recipes(framework: str, image_size: int) -> tuple[ViewRecipe, ...]:
-    """The view recipes of ``framework`` at ``image_size``; view v uses recipe v % len(recipes)."""
-    small = image_size <= SMALL_IMAGE_SIZE
-    if framework == "simclr":
-        return (ViewRecipe(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5),)
-    if framework == "barlow":
-        jitter = (0.4, 0.4, 0.2, 0.1)
-        return (
-            ViewRecipe(jitter=jitter, blur_p=0.0 if small else 1.0, solarize_p=0.0),
-            ViewRecipe(jitter=jitter, blur_p=0.0 if small else 0.1, solarize_p=0.2),
-        )
-    raise ValueError(f"Unknown framework {framework!r}; choose one of {FRAMEWORKS}.")
+    """The view recipes of ``framework`` at ``image_size`` (its file in :mod:`ibzoo.frameworks` holds
+    them); view v uses recipe v % len(recipes)."""
+    return get_framework(framework).view_recipes(image_size)
 
 
 def blur_kernel_size() -> int:

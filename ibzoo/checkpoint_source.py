@@ -21,7 +21,8 @@ from huggingface_hub import errors as hf_errors
 from timm.models import get_pretrained_cfg, split_model_name_tag
 from torch import nn
 
-from ibzoo.models.zoo import MODEL_INFOS, is_unpublished, not_published_error, tag_repo_id
+from ibzoo.models.catalog import MODEL_INFOS
+from ibzoo.models.publication import is_unpublished, not_published_error, tag_repo_id
 from ibzoo.version import __version__
 from ibzoo.weights import PICKLE_SUFFIXES, CheckpointError, PretrainedWeightsUnavailableError, refuse_pickle
 

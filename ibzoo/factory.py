@@ -23,14 +23,14 @@ from ibzoo.loading import (
     load_safetensors_checkpoint,
     pretrained_weights_errors,
 )
-from ibzoo.models.pretraining import SSLModel
-from ibzoo.models.zoo import (
+from ibzoo.models.catalog import (
     MODEL_INFOS,
     ModelInfo,
     get_model_info,
     paper_objective_config,
     paper_projector_config,
 )
+from ibzoo.models.pretraining import SSLModel
 from ibzoo.names import did_you_mean
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.projectors import ProjectorConfig

@@ -4,7 +4,8 @@ A published checkpoint is a folder (a Hub repo, or the ``DIR/model`` of a pretra
 
 - ``model.safetensors``: the backbone's state dict under timm's own names, so that plain
   ``timm.create_model("hf-hub:org/repo", pretrained=True)`` loads it strictly;
-- ``projector.safetensors``: the projector's state dict, for ``ibzoo.create_pretraining_model``;
+- ``projector.safetensors``: the projector's state dict (with BYOL and MoCo v3 also the predictor and the
+  momentum target: :meth:`SSLModel.heads`), for ``ibzoo.create_pretraining_model``;
 - ``config.json``: timm's config (architecture, num_features, global_pool, pretrained_cfg, model_args)
   plus an "ibzoo" section (version, model name, framework, projector, projector and objective configs,
   training configuration, dataset, evaluation results); each setting is stored once: the training
@@ -49,8 +50,9 @@ from ibzoo.checkpoint_source import (
 from ibzoo.factory import create_pretraining_model
 from ibzoo.loading import backbone_architecture, load_checkpoint
 from ibzoo.model_card import render_model_card
+from ibzoo.models.catalog import MODEL_INFOS, projector_kind
+from ibzoo.models.datasets import DATASETS
 from ibzoo.models.pretraining import SSLModel
-from ibzoo.models.zoo import DATASETS, MODEL_INFOS, projector_kind
 from ibzoo.plotting import plot_training_log
 from ibzoo.version import __version__
 from ibzoo.weights import CheckpointError
@@ -177,7 +179,7 @@ def save_pretrained(
             f"train_config and results must hold JSON values (dicts, lists, numbers, text): {err}."
         ) from None
     _save_weights(backbone, folder / WEIGHTS_FILE, model_name, "backbone")
-    _save_weights(model.projector, folder / PROJECTOR_FILE, model_name, "projector")
+    _save_weights(model.heads(), folder / PROJECTOR_FILE, model_name, "projector")
     # timm's exporter records model_args and the preprocessing; the architecture is the registered timm
     # name so that plain timm rebuilds the backbone without the zoo's projector-specific names.
     model_config = {

@@ -50,9 +50,10 @@ from ibzoo.checkpoint_source import (
     PretrainedWeightsUnavailableError,
     explained_errors,
 )
+from ibzoo.models.catalog import MODEL_INFOS
 from ibzoo.models.pretraining import SSLModel
-from ibzoo.models.zoo import MODEL_INFOS, tag_repo_id
-from ibzoo.objectives import ObjectiveConfig
+from ibzoo.models.publication import tag_repo_id
+from ibzoo.objectives import ObjectiveConfig, recorded_objective_config
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.version import __version__
 from ibzoo.weights import CheckpointError, check_state_dict, refuse_pickle
@@ -123,7 +124,9 @@ class Checkpoint:
 
 
 def _recorded_configs(section: Mapping[str, Any]) -> tuple[ProjectorConfig, ObjectiveConfig]:
-    return ProjectorConfig(**section["projector_config"]), ObjectiveConfig(**section["objective_config"])
+    return ProjectorConfig(**section["projector_config"]), recorded_objective_config(
+        section["objective_config"]
+    )
 
 
 def load_checkpoint(source: str | CheckpointSource, name: str | None = None) -> Checkpoint:
@@ -369,7 +372,8 @@ def load_safetensors_checkpoint(model: nn.Module, path: str | Path) -> None:
 
 def load_projector_weights(model: SSLModel, checkpoint: Checkpoint | None, model_name: str) -> None:
     """Load the projector of ``checkpoint``, the one the backbone's weights came from
-    (:func:`backbone_checkpoint`), into ``model.projector`` (strict).
+    (:func:`backbone_checkpoint`), into ``model.projector`` (strict), with the predictor and momentum
+    target of a framework that has them (:meth:`SSLModel.heads`).
 
     Weights from no ibzoo checkpoint (a timm model's own) have no projector: the new one is kept, with a
     warning.
@@ -383,9 +387,10 @@ def load_projector_weights(model: SSLModel, checkpoint: Checkpoint | None, model
         return
     _check_same_model(checkpoint, model)
     state_dict, path = checkpoint.projector_state()
-    check_state_dict(state_dict, model.projector.state_dict(), str(path))
+    heads = model.heads()
+    check_state_dict(state_dict, heads.state_dict(), str(path))
     try:
-        model.projector.load_state_dict(state_dict)
+        heads.load_state_dict(state_dict)
     except RuntimeError as err:
         detail = " ".join(str(err).split()[:24])  # the first missing keys or size mismatches are enough
         raise CheckpointError(

@@ -24,8 +24,9 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from ibzoo.models.zoo import tag_repo_id
-from ibzoo.names import FRAMEWORK_TITLES, REPO_ID
+from ibzoo.frameworks import FRAMEWORK_TITLES, FRAMEWORKS
+from ibzoo.models.publication import tag_repo_id
+from ibzoo.names import REPO_ID
 
 if TYPE_CHECKING:  # importlib.resources.abc is Python 3.11+; the annotations are never evaluated
     from importlib.resources.abc import Traversable
@@ -97,7 +98,14 @@ def _projector_description(kind: str, projector: Mapping[str, Any], objective: M
         "fsq": f"an MLP projector quantized to {projector.get('fsq_levels')} levels per dimension",
         "topk": f"a sparse top-k autoencoder projector ({sparse})",
         "topk_fsq": f"a sparse top-k autoencoder projector ({sparse}) quantized to "
-        f"{projector.get('fsq_levels')} levels",
+        f"{projector.get('fsq_levels')} levels"
+        + (
+            ", each output dimension standardized over the batch before quantization (ibzoo's deviation "
+            "from the reference code, which never trained this pair: without it the fresh head's outputs "
+            "round to 0 and no gradient reaches the encoder)"
+            if projector.get("fsq_standardize")
+            else ""
+        ),
         "mlp_mi": f"an MLP projector trained with the matrix mutual-information regularizer "
         f"(weight {objective.get('mi_weight')})",
     }
@@ -189,6 +197,7 @@ def render_model_card(
         architecture=architecture,
         num_features=_text(config.get("num_features")),
         framework_title=_text(FRAMEWORK_TITLES.get(section["framework"], section["framework"])),
+        has_target=section["framework"] in FRAMEWORKS and FRAMEWORKS[section["framework"]].has_target,
         projector_description=_text(
             _projector_description(
                 section["projector"], section["projector_config"], section["objective_config"]

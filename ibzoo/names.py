@@ -1,5 +1,5 @@
-"""The zoo's vocabulary, in one place: framework and projector names, the frameworks' display titles, what a
-Hub repo id looks like, and the "did you mean" hint for a mistyped model name.
+"""The zoo's vocabulary, in one place: projector names, what a Hub repo id looks like, and the "did you
+mean" hint for a mistyped model name. Framework names and titles live in :mod:`ibzoo.frameworks.registry`.
 
 Zoo names are ``{backbone}_{framework}_{projector}``, optionally with a pretrained tag
 (``resnet18_cifar_simclr_topk.cifar10``); split the tag off with timm's ``split_model_name_tag``.
@@ -10,24 +10,11 @@ from __future__ import annotations
 import difflib
 import re
 from collections.abc import Iterable
-from typing import Literal, get_args
 
-__all__ = [
-    "FRAMEWORKS",
-    "FRAMEWORK_TITLES",
-    "PROJECTORS",
-    "REPO_ID",
-    "Framework",
-    "did_you_mean",
-]
+__all__ = ["PROJECTORS", "REPO_ID", "did_you_mean"]
 
-Framework = Literal["simclr", "barlow"]
-FRAMEWORKS: tuple[str, ...] = get_args(Framework)
-"""The SSL frameworks: "simclr" (NT-Xent) and "barlow" (Barlow Twins)."""
-FRAMEWORK_TITLES = {"simclr": "SimCLR", "barlow": "Barlow Twins"}
-"""How model cards and tables write each framework."""
 PROJECTORS = ("mlp", "fsq", "topk", "topk_fsq", "mlp_mi")
-"""The zoo's projector kinds (``ibzoo.models.zoo.paper_projector_config`` builds each)."""
+"""The zoo's projector kinds, the same for every framework (``Framework.projector_config`` builds each)."""
 REPO_ID = re.compile(r"[\w.-]+/[\w.-]+")
 """A Hub repo id, ``ORG/NAME`` (use ``fullmatch``); a local path rarely looks like one."""
 

@@ -24,7 +24,7 @@ from ibzoo.augment import (
     with_views,
 )
 from ibzoo.data import ImageDataset
-from ibzoo.names import FRAMEWORKS
+from ibzoo.frameworks import FRAMEWORK_NAMES as FRAMEWORKS
 
 MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
@@ -82,8 +82,8 @@ def test_simclr_blur_is_pils_with_a_seeded_sigma() -> None:
 
 
 def test_unknown_framework() -> None:
-    with pytest.raises(ValueError, match=r"Unknown framework 'byol'.*simclr"):
-        build_pretrain_transform("byol", 32, MEAN, STD)
+    with pytest.raises(ValueError, match=r"Unknown framework 'dino'.*simclr"):
+        build_pretrain_transform("dino", 32, MEAN, STD)
 
 
 @pytest.mark.parametrize("framework", FRAMEWORKS)

@@ -20,6 +20,7 @@ import timm
 import torch
 from huggingface_hub import HfApi, ModelCard, hf_hub_download
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 import ibzoo
 from helpers.scripts import load_train_script
@@ -422,3 +423,30 @@ def test_failed_push_leaves_the_folder_intact(tiny_folder, local_hub, monkeypatc
 def test_push_needs_a_saved_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"model\.safetensors.*save_pretrained"):
         push_to_hub(tmp_path, "me/empty")
+
+
+@pytest.mark.parametrize("framework", ["byol", "mocov3"])
+def test_momentum_framework_folder_continues_with_its_predictor_and_target(framework, tmp_path):
+    """model.safetensors stays the backbone alone; projector.safetensors carries the predictor and the EMA
+    target too, so that create_pretraining_model(..., pretrained=True) continues training exactly."""
+    name = f"resnet18_cifar_{framework}_fsq"
+    info = ibzoo.model_info(name)
+    projector = dataclasses.replace(info.projector_config, hidden_features=(32,), out_features=16)
+    objective = dataclasses.replace(info.objective_config, predictor_hidden=8)
+    trained = _pretend_trained(
+        ibzoo.create_pretraining_model(name, projector_config=projector, objective_config=objective)
+    )
+    folder = save_pretrained(trained, tmp_path / "model", model_name=name)
+    heads = load_file(folder / "projector.safetensors")
+    assert {key.split(".")[0] for key in heads} == {
+        "projector",
+        "predictor",
+        "target_backbone",
+        "target_projector",
+    }
+    assert load_file(folder / "model.safetensors").keys() == trained.backbone.state_dict().keys()
+    loaded = ibzoo.create_pretraining_model(f"local-dir:{folder}", pretrained=True)
+    assert loaded.objective_config == trained.objective_config
+    _equal_state_dicts(loaded.state_dict(), trained.state_dict())
+    card = (folder / "README.md").read_text()
+    assert "with the predictor and the momentum (EMA) target" in card

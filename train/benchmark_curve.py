@@ -34,6 +34,7 @@ from benchmark_fmnist import (
     CELLS,
     FAIR_REFERENCE,
     TAG,
+    Cell,
     model_name,
     pretrain,
 )
@@ -41,7 +42,8 @@ from benchmark_table import load_results, save_results
 from benchmarking import describe_device
 from ibzoo.data import DataConfig, build_fashion_mnist_dataset, load_image_dataset
 from ibzoo.evaluation import evaluate_backbone
-from ibzoo.names import FRAMEWORK_TITLES
+from ibzoo.frameworks import FRAMEWORK_NAMES, FRAMEWORK_TITLES
+from ibzoo.names import PROJECTORS
 from ibzoo.plotting import PALETTE, Series, line_chart, side_by_side
 from ibzoo.training.checkpoint import CHECKPOINTS_DIR, TrainerState, backbone_weights, latest_checkpoint
 from ibzoo.weights import check_state_dict
@@ -56,8 +58,15 @@ METRICS = {"linear_top1": "linear top-1 (%)", "knn_top1": "k-NN top-1 (%)"}
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--output-dir", type=Path, required=True, help="the benchmark's output folder")
+    # The benchmark's cells, and every other framework's zoo cells: a curve is how a framework that has
+    # no budget yet gets one.
     cells = {cell.key: cell for cell in CELLS}
-    parser.add_argument("--cell", required=True, choices=sorted(cells), help="the benchmark cell to train")
+    cells |= {
+        f"{f}/{p}": Cell(f, p, p) for f in FRAMEWORK_NAMES for p in PROJECTORS if f"{f}/{p}" not in cells
+    }
+    parser.add_argument(
+        "--cell", required=True, choices=sorted(cells), help="the cell to train, FRAMEWORK/ROW"
+    )
     parser.add_argument("--epochs", type=int, default=16, help="length of the schedule (default 16)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--budget", choices=sorted(BUDGETS), default="full", help="the benchmark's settings")

@@ -21,6 +21,9 @@
     views. Model, batch and precision are the Fashion-MNIST benchmark's (resnet18_simclr_mlp.fmnist at
     32 px, batch 256 on a CPU; pass --mixed-precision bf16 for its precision). Data: Fashion-MNIST from
     apt-get install dataset-fashion-mnist, else scikit-learn's digits. Target: 0.9 of compute-only.
+(g) the training step of a momentum framework (BYOL, MoCo v3: online network, predictor, target forward
+    without autograd, EMA update) vs SimCLR's step on the same backbone, batch and precision, each as
+    Pretrainer.train_step runs it. Target: at most 1.4x SimCLR's time.
 
 Candidates run in interleaved rounds after warm-up; the table gives "median (best)" per candidate, and as
 ratio the median over rounds of candidate / baseline (the ratio of the best rounds). Memory is counted as
@@ -64,8 +67,9 @@ from benchmarking import (
 from ibzoo.augment import build_decode_transform, with_views
 from ibzoo.batched_augment import AugmentInCollate, build_batched_pretrain_augment
 from ibzoo.data import DataConfig, build_digits_dataset, build_fashion_mnist_dataset, load_image_dataset
+from ibzoo.frameworks import NTXentLoss
 from ibzoo.hub import save_pretrained
-from ibzoo.objectives import NTXentLoss, matrix_mutual_information
+from ibzoo.objectives import matrix_mutual_information
 from ibzoo.optim import build_optimizer, warmup_cosine_schedule
 from ibzoo.projectors import TopKSparseProjector, build_projector
 from ibzoo.training import (
@@ -188,7 +192,9 @@ class Run:
         scheduler = warmup_cosine_schedule(optimizer, 10, 10**6, config.optimizer.min_lr_ratio)
         module, optimizer, scheduler = accelerator.prepare(module, optimizer, scheduler)
         log = RunLog(accelerator, self.scratch / f"log-{model}-{batch_size}.jsonl", resumed_step=0)
-        loop = dict(steps_per_epoch=10**6, global_batch_size=batch_size, log_every=log_every)
+        loop = dict(
+            steps_per_epoch=10**6, global_batch_size=batch_size, log_every=log_every, total_steps=10**6
+        )
         trainer = Pretrainer(accelerator, module, optimizer, scheduler, TrainerState(), log, **loop)
         labels = torch.randint(0, NUM_CLASSES, (batch_size,), device=self.device)
         batch = {"views": self.random_views(batch_size), "label": labels}
@@ -461,6 +467,30 @@ def whole_path(run: Run) -> list[Comparison]:
     ]
 
 
+def momentum_frameworks(run: Run) -> list[Comparison]:
+    """(g): BYOL's and MoCo v3's Pretrainer.train_step against SimCLR's, resnet18_cifar with each
+    framework's MLP head, in interleaved rounds."""
+    log_every = 10**6  # no information-plane steps: the comparison is the step itself
+    simclr = run.pretrainer_step(MODEL, run.sizes.batch, log_every)
+    comparisons = []
+    for framework in ("byol", "mocov3"):
+        model = MODEL.replace("_simclr_", f"_{framework}_")
+        names = (f"{framework} train_step", "simclr train_step")
+        candidates = dict(
+            zip(names, (run.pretrainer_step(model, run.sizes.batch, log_every), simclr), strict=True)
+        )
+        timings = time_interleaved(
+            candidates, device=run.device, rounds=run.sizes.step_rounds, number=run.sizes.steps_per_round
+        )
+        comparisons.append(
+            Comparison.of_times(
+                "g", f"training step time, {framework} vs SimCLR", names, timings, target=1.4,
+                details={"batch": run.sizes.batch, "model": model},
+            )
+        )  # fmt: skip
+    return comparisons
+
+
 SECTIONS = {
     "a": training_step,
     "b": data_pipeline,
@@ -468,6 +498,7 @@ SECTIONS = {
     "d": matrix_mi,
     "e": model_loading,
     "f": whole_path,
+    "g": momentum_frameworks,
 }
 
 

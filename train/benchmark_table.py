@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ibzoo import names
+from ibzoo import frameworks
 from ibzoo.atomic_files import write_atomically
 
 __all__ = [
@@ -50,7 +50,7 @@ __all__ = [
 REFERENCE = "none"  # the framework of untrained reference rows
 RANDOM_INIT = (REFERENCE, "random_init")
 METRIC_TITLES = {"linear_top1": "linear top-1 (%)", "knn_top1": "k-NN top-1 (%)"}
-FRAMEWORK_TITLES = {**names.FRAMEWORK_TITLES, REFERENCE: "—"}
+FRAMEWORK_TITLES = {**frameworks.FRAMEWORK_TITLES, REFERENCE: "—"}
 # Two-sided 95 % quantiles of Student's t with 1..30 degrees of freedom; beyond, the Cornish-Fisher
 # expansion around the normal quantile (error below 1e-3 there).
 _T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145)

@@ -234,6 +234,7 @@ def main(argv: list[str] | None = None) -> Path:
         steps_per_epoch=data.steps_per_epoch,
         global_batch_size=config.batch_size,
         log_every=config.log_every,
+        total_steps=total_steps,
         augment=data.augment,
         seed=config.seed,
     )

@@ -1,7 +1,10 @@
-"""Model definitions: the CIFAR-stem ResNets, the pretraining model and the zoo's name table."""
+"""Model definitions: the CIFAR-stem ResNets, the pretraining model, and the zoo: its catalogue of names
+and recipes (``catalog.py``), data sets (``datasets.py``), publication state (``publication.py``) and
+registration with timm (``zoo.py``)."""
 
+from ibzoo.models import zoo  # noqa: F401  (registers every zoo name with timm)
+from ibzoo.models.catalog import ModelInfo, get_model_info
 from ibzoo.models.cifar_resnet import CifarResNet
 from ibzoo.models.pretraining import SSLModel
-from ibzoo.models.zoo import ModelInfo, get_model_info
 
 __all__ = ["CifarResNet", "ModelInfo", "SSLModel", "get_model_info"]

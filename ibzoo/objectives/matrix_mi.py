@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ibzoo.objectives._common import autocast_disabled
+from ibzoo.frameworks._common import autocast_disabled
 
 
 class MatrixEntropies(NamedTuple):
@@ -43,25 +43,26 @@ class MatrixEntropies(NamedTuple):
 
 
 class InformationPlane(NamedTuple):
-    """The paper's information-plane coordinates of one batch; scalars."""
+    """The paper's information-plane coordinates of one batch; scalars. The two that need the SSL loss
+    on Z1 are None for frameworks where that loss is not defined (BYOL, MoCo v3: predictor and target)."""
 
     mutual_information: Tensor  # I(Z1; Z2)
     z1_entropy: Tensor  # H(K1)
-    z1_target_information: Tensor  # I(Z1; R), taken as minus the SSL loss computed on Z1
-    lower_bound: Tensor  # I(Z1; R) - I(Z1; Z2)
     upper_bound: Tensor  # H(K1) - I(Z1; Z2)
+    z1_target_information: Tensor | None  # I(Z1; R), taken as minus the SSL loss computed on Z1
+    lower_bound: Tensor | None  # I(Z1; R) - I(Z1; Z2)
 
     @classmethod
-    def from_entropies(cls, entropies: MatrixEntropies, ssl_loss_on_z1: Tensor) -> InformationPlane:
-        """Coordinates from already computed entropies and the SSL loss evaluated on Z1."""
+    def from_entropies(cls, entropies: MatrixEntropies, ssl_loss_on_z1: Tensor | None) -> InformationPlane:
+        """Coordinates from already computed entropies and the SSL loss evaluated on Z1 (None: unknown)."""
         mutual_information = entropies.mutual_information
-        target_information = -ssl_loss_on_z1
+        target_information = None if ssl_loss_on_z1 is None else -ssl_loss_on_z1
         return cls(
             mutual_information=mutual_information,
             z1_entropy=entropies.z1_entropy,
-            z1_target_information=target_information,
-            lower_bound=target_information - mutual_information,
             upper_bound=entropies.z1_entropy - mutual_information,
+            z1_target_information=target_information,
+            lower_bound=None if target_information is None else target_information - mutual_information,
         )
 
 

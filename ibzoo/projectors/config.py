@@ -42,6 +42,10 @@ class ProjectorConfig:
     """Width of the MLP part's final Linear; None ends the MLP part in ReLU (a stem)."""
     batch_norm: bool = False
     """BatchNorm1d between each hidden Linear and its ReLU."""
+    bias: bool = True
+    """Biases in the MLP part's Linears (MoCo v3's heads have none)."""
+    out_batch_norm: bool = False
+    """BatchNorm1d without affine parameters after the MLP part's final Linear (MoCo v3's projector)."""
     topk_latents: int | None = None
     """Latent count of a sparse top-k autoencoder after the MLP part; None for no autoencoder."""
     topk_k: int | None = None
@@ -84,6 +88,8 @@ class ProjectorConfig:
             )
         if self.fsq_levels is not None and not is_int_at_least(self.fsq_levels, 2):
             raise ValueError(f"ProjectorConfig: fsq_levels={self.fsq_levels!r} must be an int >= 2 or None.")
+        if self.out_batch_norm and self.out_features is None:
+            raise ValueError("ProjectorConfig: out_batch_norm=True needs out_features (a final Linear).")
         if self.fsq_standardize and self.fsq_levels is None:
             raise ValueError(
                 "ProjectorConfig: fsq_standardize=True standardizes before quantization; set fsq_levels too."
@@ -122,7 +128,16 @@ def build_projector(in_features: int, config: ProjectorConfig) -> nn.Module:
     parts: list[nn.Module] = []
     width = in_features
     if config.has_mlp:
-        parts.append(MLPProjector(width, config.hidden_features, config.out_features, config.batch_norm))
+        parts.append(
+            MLPProjector(
+                width,
+                config.hidden_features,
+                config.out_features,
+                config.batch_norm,
+                config.bias,
+                config.out_batch_norm,
+            )
+        )
         width = parts[-1].out_features
     if config.topk_latents is not None:
         parts.append(TopKSparseProjector(width, config.topk_latents, config.topk_k, config.topk_init))

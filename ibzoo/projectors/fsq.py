@@ -128,7 +128,9 @@ class DiscretizedProjector(nn.Module):
         Returns:
             (B, D_out) quantized projections; D_out: ``self.out_features``.
         """
+        return self.quantizer(self.unquantized(x))
+
+    def unquantized(self, x: torch.Tensor) -> torch.Tensor:
+        """What the quantizer receives: the projection, standardized when so built; (B, D_out)."""
         projected = self.projector(x)
-        if self.standardize is not None:
-            projected = self.standardize(projected)
-        return self.quantizer(projected)
+        return projected if self.standardize is None else self.standardize(projected)

@@ -23,7 +23,8 @@ from typing import Any, Literal
 from timm.models import get_pretrained_cfg, split_model_name_tag
 
 from ibzoo.data import DataConfig
-from ibzoo.models.zoo import DATASETS, ModelInfo, get_model_info
+from ibzoo.models.catalog import ModelInfo, get_model_info
+from ibzoo.models.datasets import DATASETS
 from ibzoo.names import REPO_ID
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.optim import OptimizerConfig
@@ -159,12 +160,7 @@ class PretrainConfig:
         for name, value in _recipe_defaults(info).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
-        if self.objective.framework != info.framework:
-            raise ValueError(
-                f"{self.model} is a {info.framework} model but objective.framework="
-                f"{self.objective.framework!r}; drop the override or pick a {self.objective.framework} "
-                "model name."
-            )
+        _check_framework(self.model, info, self.objective.framework)
         tag = self.pretrained_tag
         if tag is not None and tag not in info.pretrained_tags:
             raise ValueError(
@@ -229,6 +225,14 @@ class PretrainConfig:
         return {key: value for key, value in self.to_dict().items() if key not in RESUMABLE_CHANGES}
 
 
+def _check_framework(model: str, info: ModelInfo, framework: str) -> None:
+    if framework != info.framework:
+        raise ValueError(
+            f"{model} is a {info.framework} model but objective.framework={framework!r}; drop the override "
+            f"or pick a {framework} model name."
+        )
+
+
 def _zoo_tag(model: str, dataset: str | None) -> str | None:
     """The tag of ``model`` (``name.tag``), else the zoo tag whose Hub dataset is ``dataset``, else None."""
     base, tag = split_model_name_tag(model)
@@ -260,6 +264,8 @@ def pretrain_config_from_overrides(values: dict[str, Any], source: str = "config
         )
     base, tag = split_model_name_tag(values["model"])[0], _zoo_tag(values["model"], values["data"]["dataset"])
     info = get_model_info(f"{base}.{tag}" if tag else base)
+    # Before the recipe's settings are merged in: they are the name's framework's.
+    _check_framework(values["model"], info, values.get("objective", {}).get("framework", info.framework))
     # Only a nested setting that is partly overridden (``--optimizer.lr``) needs the recipe's values under it,
     # key by key; every field left unset gets its recipe default in PretrainConfig.__post_init__, once.
     recipe = {

@@ -143,6 +143,7 @@ class Pretrainer:
         steps_per_epoch: int,
         global_batch_size: int,
         log_every: int,
+        total_steps: int,
         augment: BatchedAugment | None = None,
         seed: int = 0,
     ) -> None:
@@ -152,6 +153,7 @@ class Pretrainer:
         self.steps_per_epoch = steps_per_epoch
         self.global_batch_size = global_batch_size
         self.log_every = log_every
+        self.total_steps = total_steps
         self.augment, self.seed = augment, seed
         self.channels_last = accelerator.device.type == "cuda"
         self.interval_means, self.epoch_means = RunningMeans(), RunningMeans()
@@ -190,6 +192,10 @@ class Pretrainer:
             self.optimizer.step()
             if self.accelerator.sync_gradients and not self.optimizer.step_was_skipped:
                 self.scheduler.step()
+                # A momentum target (BYOL, MoCo v3) follows every optimisation step, as its tau schedule
+                # is counted in steps; on every process alike, since the online weights are in sync.
+                ssl_model = self.accelerator.unwrap_model(self.module).ssl_model
+                ssl_model.update_target(self.state.global_step + 1, self.total_steps)
             self.optimizer.zero_grad(set_to_none=True)
         means = {"loss": output.objective.loss, "ssl_loss": output.objective.ssl_loss}
         means |= {"online_loss": output.online_loss, "online_top1": output.online_top1}
@@ -247,12 +253,12 @@ class Pretrainer:
         record = {f"train/{name}": value for name, value in values.items()}
         plane = output.objective.information_plane
         if plane is not None:
-            quantities = torch.stack(list(plane))
+            # The plane's quantities that the framework defines (no I(Z1; R) with a predictor and target).
+            names = [name for name, value in zip(plane._fields, plane, strict=True) if value is not None]
+            quantities = torch.stack([getattr(plane, name) for name in names])
             if self.accelerator.num_processes > 1:
                 quantities = self.accelerator.reduce(quantities, reduction="mean")
-            record |= {
-                f"train/{name}": value for name, value in zip(plane._fields, quantities.tolist(), strict=True)
-            }
+            record |= {f"train/{name}": value for name, value in zip(names, quantities.tolist(), strict=True)}
         record["train/lr"] = self._lr
         record["train/images_per_s"] = self._interval_steps * self.global_batch_size / elapsed
         self.log.write({"epoch": epoch, **record}, step=self.state.global_step)

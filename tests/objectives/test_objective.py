@@ -1,17 +1,20 @@
-"""ObjectiveConfig validation, build_ssl_loss, and BottleneckObjective's total loss and plane."""
+"""ObjectiveConfig validation, the framework's loss, and BottleneckObjective's total loss and plane."""
 
 import pytest
 import torch
 
+from ibzoo.frameworks import FRAMEWORKS, BarlowTwinsLoss, NTXentLoss, get_framework
 from ibzoo.objectives import (
-    BarlowTwinsLoss,
     BottleneckObjective,
-    NTXentLoss,
     ObjectiveConfig,
-    build_ssl_loss,
+    framework_settings,
     matrix_mutual_information,
     matrix_renyi_entropy,
 )
+
+
+def build_ssl_loss(config):
+    return get_framework(config.framework).build_loss(config)
 
 
 def make_views(num_views=2, batch=6, dims1=10, dims2=4, seed=0):
@@ -24,18 +27,44 @@ def make_views(num_views=2, batch=6, dims1=10, dims2=4, seed=0):
 @pytest.mark.parametrize(
     ("field", "value", "message"),
     [
-        ("framework", "byol", r"Unknown framework 'byol'; choose one of \['simclr', 'barlow'\]"),
-        ("mi_weight", -1e-4, "mi_weight must be a finite number >= 0"),
-        ("mi_alpha", 0.0, "mi_alpha must be a finite number > 0"),
-        ("mi_alpha", float("nan"), "mi_alpha must be a finite number > 0"),
-        ("temperature", 0.0, "temperature must be a finite number > 0"),
-        ("scale", -0.1, "scale must be a finite number > 0"),
-        ("lambda_offdiag", float("inf"), "lambda_offdiag must be a finite number >= 0"),
+        ("framework", "dino", r"framework='dino' is unknown; choose one of simclr, barlow, byol, vicreg"),
+        ("mi_weight", -1e-4, "mi_weight=-0.0001 must be >= 0"),
+        ("mi_alpha", 0.0, "mi_alpha=0.0 > 0"),
+        ("mi_alpha", float("nan"), "mi_alpha=nan must be a finite number"),
+        ("temperature", 0.0, "temperature=0.0 must be a finite number > 0"),
+        ("momentum_base", 1.5, "momentum_base=1.5 must be a finite number in"),
+        ("predictor_hidden", 0, "predictor_hidden=0 must be a positive integer"),
+        ("quantize_target", "yes", "quantize_target='yes' must be true or false"),
+        ("scale", -0.1, "scale=-0.1 must be a finite number > 0"),
+        ("lambda_offdiag", float("inf"), "lambda_offdiag=inf must be a finite number >= 0"),
+        ("variance_weight", float("nan"), "variance_weight=nan must be a finite number >= 0"),
     ],
 )
 def test_config_rejects_bad_values(field, value, message):
+    owner = next((f for f in FRAMEWORKS.values() if field in f.settings["cifar"]), FRAMEWORKS["simclr"])
+    values = {"framework": owner.name, field: value} if field != "framework" else {field: value}
     with pytest.raises(ValueError, match=message):
-        ObjectiveConfig(**{field: value})
+        ObjectiveConfig(**values)
+
+
+@pytest.mark.parametrize("framework", FRAMEWORKS)
+def test_each_framework_takes_its_own_settings_and_refuses_another_s(framework):
+    config = ObjectiveConfig(framework=framework)
+    own = FRAMEWORKS[framework].settings["cifar"]
+    assert framework_settings(config) == own
+    foreign = next(name for f in FRAMEWORKS.values() for name in f.settings["cifar"] if name not in own)
+    with pytest.raises(
+        ValueError, match=rf"{foreign}=.* is a setting of .*, not of {FRAMEWORKS[framework].title}"
+    ):
+        ObjectiveConfig(framework=framework, **{foreign: FRAMEWORKS_VALUE[foreign]})
+
+
+FRAMEWORKS_VALUE = {name: value for f in FRAMEWORKS.values() for name, value in f.settings["cifar"].items()}
+
+
+def test_momentum_must_rise():
+    with pytest.raises(ValueError, match=r"momentum_base=0\.9 exceeds momentum_end=0\.5"):
+        ObjectiveConfig(framework="byol", momentum_base=0.9, momentum_end=0.5)
 
 
 def test_build_ssl_loss_follows_the_config():
@@ -47,7 +76,7 @@ def test_build_ssl_loss_follows_the_config():
     assert (barlow.lambda_offdiag, barlow.scale) == (0.01, 0.2)
 
 
-@pytest.mark.parametrize("framework", ["simclr", "barlow"])
+@pytest.mark.parametrize("framework", ["simclr", "barlow", "vicreg"])
 def test_total_is_ssl_plus_weighted_mutual_information(framework):
     config = ObjectiveConfig(framework=framework, mi_weight=0.3, mi_alpha=2.0)
     z1_views, z2_views = make_views(num_views=3)

@@ -34,6 +34,8 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
     script = load_train_script("benchmark_fmnist")
     # One zoo cell beside the two references keeps the end-to-end run short; the full list is tested below.
     monkeypatch.setattr(script, "CELLS", (script.Cell("simclr", "mlp", "mlp", main=True),))
+    # A 2-step run on 64 images decides nothing about the reference; the publishing rule is tested below.
+    monkeypatch.setattr(script, "earns_its_place", lambda results, cell: True)
     output = tmp_path / "bench"
     argv = ["--output-dir", str(output), "--budget", "quick", "--idx-dir", str(idx_dir)]
     argv += ["--num-workers", "0", "--cpu"]
@@ -137,7 +139,7 @@ def test_cells_seeds_and_pretraining_flags_follow_the_issue(tmp_path, monkeypatc
         "none/random_init": 3,
         "none/random_init_bn": 3,
     }
-    assert script.TOPK["k"] > 512 and settings["epochs"] * 60000 // settings["batch_size"] >= 800
+    assert script.TOPK["k"] > 512 and settings["epochs"]["simclr"] * 60000 // settings["batch_size"] >= 800
     commands = []
     monkeypatch.setattr(
         script.subprocess, "run", lambda argv: commands.append(argv) or types.SimpleNamespace(returncode=0)
@@ -190,3 +192,24 @@ def test_log_summary_times_every_step_of_a_resumed_run_at_its_median_speed(tmp_p
     assert summary["pretrain_seconds"] == pytest.approx(80 * 64 / 384.0)
     assert summary["final_ssl_loss"] == 4.25 and summary["final_mi_term"] == pytest.approx(0.25)
     assert summary["final_mutual_information"] == 0.5
+
+
+def test_only_cells_above_the_fair_reference_are_published():
+    script = load_train_script("benchmark_fmnist")
+    above, below = script.Cell("simclr", "mlp", "mlp"), script.Cell("barlow", "mlp", "mlp")
+    runs = [dict(framework="none", projector="random_init_bn", seed=s, linear_top1=76.0) for s in (0, 1)]
+    runs += [
+        dict(framework="simclr", projector="mlp", seed=s, linear_top1=v) for s, v in ((0, 75.0), (1, 79.0))
+    ]
+    runs += [
+        dict(framework="barlow", projector="mlp", seed=s, linear_top1=v) for s, v in ((0, 77.0), (1, 74.0))
+    ]
+    results = {"runs": runs}
+    # Paired by seed: simclr +1.0 on average (one seed below), barlow -0.5.
+    assert script.earns_its_place(results, above) and not script.earns_its_place(results, below)
+    assert not script.earns_its_place({"runs": runs[:2]}, above)  # no runs: nothing to publish
+    text = script.margins_over_reference(results)
+    assert (
+        "- Barlow Twins mlp: -0.50 ± 2.12 points (below the fair reference: no `.fmnist` Hub folder" in text
+    )
+    assert "- SimCLR mlp: +1.00 ± 2.83 points\n" in text

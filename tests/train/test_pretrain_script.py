@@ -201,18 +201,28 @@ def test_barlow_mlp_mi_with_gradient_accumulation(tiny_images, tmp_path):
     assert json.loads((output_dir / "model" / "config.json").read_text())["ibzoo"]["framework"] == "barlow"
 
 
-RESUME_RUN = ["--model", "resnet18_cifar_simclr_mlp", "--projector.hidden-features", "64"]
-RESUME_RUN += ["--projector.out-features", "32", "--image-size", "16", *SHORT_RUN]
-RESUME_RUN += ["--epochs", "2", "--optimizer.warmup-epochs", "1"]
+SMALL_HEAD = ["--projector.hidden-features", "64", "--projector.out-features", "32", "--image-size", "16"]
+SMALL_HEAD += [*SHORT_RUN, "--epochs", "2", "--optimizer.warmup-epochs", "1"]
+RESUME_RUN = ["--model", "resnet18_cifar_simclr_mlp", *SMALL_HEAD]
+# BYOL resumes its momentum target (weights and tau schedule) and predictor too.
+BYOL_RESUME_RUN = ["--model", "resnet18_cifar_byol_mlp", "--objective.predictor-hidden", "16", *SMALL_HEAD]
+
+
+def _uninterrupted(argv: list[str], tiny_images: Path, output_dir: Path) -> Path:
+    """Two epochs (4 steps) in one go: the reference for the resumed runs."""
+    load_script().main([*argv, "--data.dataset", str(tiny_images), "--output-dir", str(output_dir)])
+    reset_accelerate()
+    return output_dir
 
 
 @pytest.fixture(scope="module")
 def uninterrupted(tiny_images, tmp_path_factory) -> Path:
-    """Two epochs (4 steps) in one go: the reference for the resumed runs."""
-    output_dir = tmp_path_factory.mktemp("uninterrupted")
-    load_script().main([*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(output_dir)])
-    reset_accelerate()
-    return output_dir
+    return _uninterrupted(RESUME_RUN, tiny_images, tmp_path_factory.mktemp("uninterrupted"))
+
+
+@pytest.fixture(scope="module")
+def uninterrupted_byol(tiny_images, tmp_path_factory) -> Path:
+    return _uninterrupted(BYOL_RESUME_RUN, tiny_images, tmp_path_factory.mktemp("uninterrupted_byol"))
 
 
 class SimulatedKill(Exception):
@@ -220,10 +230,14 @@ class SimulatedKill(Exception):
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize(
+    ("run", "reference"), [(RESUME_RUN, "uninterrupted"), (BYOL_RESUME_RUN, "uninterrupted_byol")]
+)
 def test_killed_run_resumes_to_exactly_the_uninterrupted_weights(
-    tiny_images, uninterrupted, tmp_path, monkeypatch
+    tiny_images, run, reference, tmp_path, monkeypatch, request
 ):
-    argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(tmp_path)]
+    uninterrupted = request.getfixturevalue(reference)
+    argv = [*run, "--data.dataset", str(tiny_images), "--output-dir", str(tmp_path)]
     train_step = Pretrainer.train_step
 
     def killed_in_step_4(self, batch):

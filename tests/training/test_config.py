@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 import ibzoo
-from ibzoo.models.zoo import DATASETS
+from ibzoo.models.datasets import DATASETS
 from ibzoo.training.config import RESUMABLE_CHANGES, PretrainConfig, parse_pretrain_args
 
 RECIPES = Path(__file__).parents[2] / "train" / "recipes"

@@ -170,6 +170,7 @@ def prepared_trainer(
         steps_per_epoch=steps,
         global_batch_size=global_batch,
         log_every=2,
+        total_steps=steps,
         **kwargs,
     )
     return trainer, loader

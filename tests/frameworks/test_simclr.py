@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from ibzoo.objectives.simclr import NTXentLoss
+from ibzoo.frameworks.simclr import NTXentLoss
 
 
 def textbook_nt_xent(z1: torch.Tensor, z2: torch.Tensor, temperature: float) -> torch.Tensor:

@@ -9,7 +9,7 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ibzoo.objectives import BarlowTwinsLoss, NTXentLoss
+from ibzoo.frameworks import BarlowTwinsLoss, NTXentLoss
 
 WORLD_SIZE = 2
 LOSSES = {"simclr": NTXentLoss, "barlow": BarlowTwinsLoss}

@@ -5,7 +5,7 @@ import itertools
 import pytest
 import torch
 
-from ibzoo.objectives.barlow_twins import BarlowTwinsLoss
+from ibzoo.frameworks.barlow_twins import BarlowTwinsLoss
 
 
 def solo_learn_barlow(z1: torch.Tensor, z2: torch.Tensor, lamb: float, scale_loss: float) -> torch.Tensor:

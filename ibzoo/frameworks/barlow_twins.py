@@ -1,4 +1,4 @@
-"""Barlow Twins' redundancy-reduction loss, as formulated in solo-learn.
+"""Barlow Twins: its redundancy-reduction loss (as formulated in solo-learn), heads, views and presets.
 
 Zbontar et al., "Barlow Twins: Self-Supervised Learning via Redundancy Reduction", ICML 2021
 (arXiv 2103.03230). solo-learn's ``barlow_loss_func`` multiplies the loss by ``scale_loss``
@@ -14,13 +14,16 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
-from ibzoo.objectives._common import (
+from ibzoo.frameworks._common import (
     autocast_disabled,
     check_views,
     distributed_world,
     gather_rows,
     upcast,
 )
+from ibzoo.frameworks.framework import Framework, Recipe
+from ibzoo.projectors import ProjectorConfig
+from ibzoo.view_recipe import SMALL_IMAGE_SIZE, ViewRecipe
 
 # nn.BatchNorm1d's default eps, so that the standardisation matches solo-learn's BatchNorm1d(affine=False).
 _BATCH_NORM_EPS = 1e-5
@@ -91,3 +94,51 @@ class BarlowTwinsLoss(nn.Module):
         on_diagonal = (1 - torch.diagonal(correlation)).pow(2).sum()
         off_diagonal = correlation.masked_fill(is_diagonal, 0.0).pow(2).sum()
         return self.scale * (on_diagonal + self.lambda_offdiag * off_diagonal)
+
+
+def asymmetric_views(image_size: int) -> tuple[ViewRecipe, ...]:
+    """solo-learn's (and Projector_Theory's, byte-identical) ``augmentations/asymmetric.yaml``: jitter
+    (0.4, 0.4, 0.2, 0.1) p 0.8, greyscale 0.2, flip 0.5, crop 0.08-1; solarization 0 on view 1 and 0.2
+    on view 2; no blur at CIFAR size, and above 64 px the ImageNet-100 file's blur, p 1.0 and p 0.1
+    (Zbontar et al., 2021). Barlow Twins, BYOL and MoCo v3 all take these views."""
+    small = image_size <= SMALL_IMAGE_SIZE
+    jitter = (0.4, 0.4, 0.2, 0.1)
+    return (
+        ViewRecipe(jitter=jitter, blur_p=0.0 if small else 1.0, solarize_p=0.0),
+        ViewRecipe(jitter=jitter, blur_p=0.0 if small else 0.1, solarize_p=0.2),
+    )
+
+
+BARLOW_TWINS = Framework(
+    name="barlow",
+    title="Barlow Twins",
+    citation="Zbontar et al., ICML 2021, arXiv:2103.03230",
+    loss=BarlowTwinsLoss,
+    loss_args=("lambda_offdiag", "scale"),
+    # Projector_Theory scripts/pretrain/*/barlow.yaml: lamb 0.0051, scale_loss 0.1.
+    settings={
+        "cifar": {"lambda_offdiag": 0.0051, "scale": 0.1},
+        "imagenet": {"lambda_offdiag": 0.0051, "scale": 0.1},
+    },
+    # Three Linears of 2048, BatchNorm + ReLU after the first two, in both families.
+    heads={
+        family: ProjectorConfig(hidden_features=(2048, 2048), out_features=2048, batch_norm=True)
+        for family in ("cifar", "imagenet")
+    },
+    # Projector_Theory methods/barlow_twins.py: Linear-BN-ReLU to 2048, then the autoencoder there.
+    topk_stem=ProjectorConfig(hidden_features=(2048,), out_features=None, batch_norm=True),
+    # The paper's text: 3 levels for Barlow Twins.
+    fsq_levels=3,
+    # ibzoo's deviation (measured): 3 levels round the fresh top-k head's outputs (about 0.05) to 0 in
+    # every dimension at 100000 latents / k 1000, so the loss sits at 204.8 and the backbone's gradient
+    # is exactly 0; standardized first, every dimension varies and the gradient flows. The reference
+    # never ran this pair (its yamls ship point_num: 0).
+    topk_fsq_standardize=True,
+    # LARS lr 0.3, weight decay 1e-4; classifier_lr 0.15 (cifar/barlow.yaml) and 0.1 (IN-100);
+    # batch 256 (IN-100: 256 x 2 GPUs); 200 / 100 epochs.
+    recipes={
+        "cifar": Recipe(lr=0.3, weight_decay=1e-4, batch_size=256, epochs=200, classifier_lr=0.15),
+        "imagenet": Recipe(lr=0.3, weight_decay=1e-4, batch_size=512, epochs=100, classifier_lr=0.1),
+    },
+    views=asymmetric_views,
+)

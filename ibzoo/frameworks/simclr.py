@@ -1,4 +1,4 @@
-"""SimCLR's NT-Xent loss, extended to any number of views.
+"""SimCLR: its NT-Xent loss (extended to any number of views), heads, views and presets.
 
 Chen et al., "A Simple Framework for Contrastive Learning of Visual Representations", ICML 2020
 (arXiv 2002.05709). With more than two views every other view of the same image is a positive,
@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ibzoo.objectives._common import (
+from ibzoo.frameworks._common import (
     autocast_disabled,
     check_views,
     distributed_world,
@@ -22,6 +22,9 @@ from ibzoo.objectives._common import (
     mean_over_ranks,
     upcast,
 )
+from ibzoo.frameworks.framework import Framework, Recipe
+from ibzoo.projectors import ProjectorConfig
+from ibzoo.view_recipe import ViewRecipe
 
 
 class NTXentLoss(nn.Module):
@@ -82,3 +85,37 @@ class NTXentLoss(nn.Module):
             # Report the same global-batch value on every rank; the gradient stays the local one.
             loss = loss + (mean_over_ranks(loss) - loss.detach())
         return loss
+
+
+def simclr_views(image_size: int) -> tuple[ViewRecipe, ...]:
+    """Both views alike, at every size: PKU-ML/Projector_Theory ``scripts/pretrain/cifar/augmentations/
+    symmetric.yaml`` (crop 0.08-1, jitter 0.8/0.8/0.8/0.2 p 0.8, greyscale 0.2, blur p 0.5, flip 0.5, no
+    solarization)."""
+    return (ViewRecipe(jitter=(0.8, 0.8, 0.8, 0.2), blur_p=0.5),)
+
+
+SIMCLR = Framework(
+    name="simclr",
+    title="SimCLR",
+    citation="Chen et al., ICML 2020, arXiv:2002.05709",
+    loss=NTXentLoss,
+    loss_args=("temperature",),
+    # Projector_Theory scripts/pretrain/{cifar,imagenet-100}/simclr.yaml: temperature 0.2.
+    settings={"cifar": {"temperature": 0.2}, "imagenet": {"temperature": 0.2}},
+    # proj_hidden_dim / proj_output_dim: 2048 / 256 (CIFAR), 4096 / 512 (ImageNet-100); Linear-ReLU-Linear.
+    heads={
+        "cifar": ProjectorConfig(hidden_features=(2048,), out_features=256),
+        "imagenet": ProjectorConfig(hidden_features=(4096,), out_features=512),
+    },
+    # Projector_Theory methods/simclr.py: the sparse autoencoder replaces the MLP (512 -> 512).
+    topk_stem=None,
+    # The paper's text: about 30 levels for SimCLR (the yamls ship point_num: 0).
+    fsq_levels=30,
+    # LARS lr 0.4 (CIFAR) / 0.3 (IN-100), weight decay 1e-4, classifier_lr 0.1; 200 / 100 epochs;
+    # batch 256 (IN-100: 128 x 2 GPUs).
+    recipes={
+        "cifar": Recipe(lr=0.4, weight_decay=1e-4, batch_size=256, epochs=200, classifier_lr=0.1),
+        "imagenet": Recipe(lr=0.3, weight_decay=1e-4, batch_size=256, epochs=100, classifier_lr=0.1),
+    },
+    views=simclr_views,
+)

@@ -35,14 +35,15 @@ from benchmark_fmnist import (
     FAIR_REFERENCE,
     TAG,
     Cell,
+    benchmark_data,
     model_name,
     pretrain,
 )
 from benchmark_table import load_results, save_results
 from benchmarking import describe_device
-from ibzoo.data import DataConfig, build_fashion_mnist_dataset, load_image_dataset
 from ibzoo.evaluation import evaluate_backbone
 from ibzoo.frameworks import FRAMEWORK_NAMES, FRAMEWORK_TITLES
+from ibzoo.models.datasets import DATASETS
 from ibzoo.names import PROJECTORS
 from ibzoo.plotting import PALETTE, Series, line_chart, side_by_side
 from ibzoo.training.checkpoint import CHECKPOINTS_DIR, TrainerState, backbone_weights, latest_checkpoint
@@ -74,7 +75,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--idx-dir", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST IDX files"
     )
-    parser.add_argument("--fallback-dataset", default="zalando-datasets/fashion_mnist")
+    parser.add_argument("--fallback-dataset", default=DATASETS[TAG].hf_dataset)
     parser.add_argument("--cpu", action="store_true", help="pretrain on the CPU even with an accelerator")
     args = parser.parse_args(argv)
     if args.epochs < 1 or args.seed < 0:
@@ -147,14 +148,7 @@ def main(argv: list[str] | None = None) -> Path:
     settings = {k: v for k, v in BUDGETS[args.budget].items() if k not in ("epochs", "main_seeds", "seeds")}
     name = f"{model_name(cell)}.{TAG}"
     run = output_dir / "curves" / f"{cell.framework}_{cell.row}" / f"seed{args.seed}"
-    data_dir = output_dir / "data"
-    if not (data_dir / "dataset_dict.json").is_file():
-        build_fashion_mnist_dataset(
-            data_dir, args.idx_dir, subset=settings["subset"], fallback=args.fallback_dataset
-        )
-    train_data, test_data = (
-        load_image_dataset(DataConfig(str(data_dir)), split) for split in ("train", "test")
-    )
+    data_dir, train_data, test_data = benchmark_data(output_dir, settings, args)
     curves_file = output_dir / "curves.json"
     curves = (
         json.loads(curves_file.read_text()) if curves_file.exists() else {"settings": settings, "curves": []}

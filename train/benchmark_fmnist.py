@@ -56,6 +56,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -218,6 +219,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if args.rerun and not args.cells:
         parser.error("--rerun goes with --cells: name the cells to train again.")
     return args
+
+
+def benchmark_data(output_dir: Path, settings: dict, args: argparse.Namespace) -> tuple[Path, Any, Any]:
+    """The benchmark's Fashion-MNIST folder (``output_dir/data``, built once from ``args.idx_dir`` or
+    ``args.fallback_dataset``) and its train and test splits."""
+    data_dir = output_dir / "data"
+    if not (data_dir / "dataset_dict.json").is_file():
+        build_fashion_mnist_dataset(
+            data_dir, args.idx_dir, subset=settings["subset"], fallback=args.fallback_dataset
+        )
+    train_data, test_data = (
+        load_image_dataset(DataConfig(str(data_dir)), split) for split in ("train", "test")
+    )
+    return data_dir, train_data, test_data
 
 
 def model_name(cell: Cell) -> str:
@@ -433,14 +448,7 @@ def main(argv: list[str] | None = None) -> Path:
             shutil.rmtree(run_dir(output_dir, cell, seed), ignore_errors=True)
         save_results(results_file, results)
 
-    data_dir = output_dir / "data"
-    if not (data_dir / "dataset_dict.json").is_file():
-        build_fashion_mnist_dataset(
-            data_dir, args.idx_dir, subset=settings["subset"], fallback=args.fallback_dataset
-        )
-    train_data, test_data = (
-        load_image_dataset(DataConfig(str(data_dir)), split) for split in ("train", "test")
-    )
+    data_dir, train_data, test_data = benchmark_data(output_dir, settings, args)
 
     # Seed by seed, references first: an interrupted benchmark has whole seeds of every cell.
     for seed in range(settings["main_seeds"]):

@@ -81,3 +81,13 @@ def mean_over_ranks(value: Tensor) -> Tensor:
     total = value.detach().clone()
     dist.all_reduce(total)
     return total / dist.get_world_size()
+
+
+def with_global_value(loss: Tensor) -> Tensor:
+    """``loss`` (this rank's mean over its own rows) reporting the mean over ranks, its gradient unchanged.
+
+    For a loss whose rows are only this rank's: DDP's gradient averaging already turns the local gradient
+    into the global-batch one, and every rank then logs the same global-batch value.
+    """
+    _, world = distributed_world()
+    return loss + (mean_over_ranks(loss) - loss.detach()) if world > 1 else loss

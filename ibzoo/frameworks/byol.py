@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ibzoo.frameworks._common import autocast_disabled, check_views, upcast
+from ibzoo.frameworks._common import autocast_disabled, check_views, upcast, with_global_value
 from ibzoo.frameworks.barlow_twins import asymmetric_views
 from ibzoo.frameworks.framework import Framework, Recipe
 from ibzoo.projectors import ProjectorConfig
@@ -41,6 +41,7 @@ class BYOLLoss(nn.Module):
 
     solo-learn's ``byol_loss_func`` summed as its ``methods/byol.py`` does: for two views
     L = (2 - 2 cos(p_2, z'_1)) + (2 - 2 cos(p_1, z'_2)), in [0, 8]. The targets z' carry no gradient.
+    Under torch.distributed every rank reports the global-batch value.
     """
 
     def forward(self, predictions: Sequence[Tensor], targets: Sequence[Tensor]) -> Tensor:
@@ -57,7 +58,7 @@ class BYOLLoss(nn.Module):
                     if a != b:
                         cosine = F.cosine_similarity(upcast(prediction), upcast(target).detach(), dim=-1)
                         loss = loss + 2 - 2 * cosine.mean()
-        return loss
+        return with_global_value(loss)
 
 
 BYOL = Framework(

@@ -20,7 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ibzoo.frameworks._common import autocast_disabled, check_views, distributed_world, upcast
+from ibzoo.frameworks._common import (
+    autocast_disabled,
+    check_views,
+    distributed_world,
+    upcast,
+    with_global_value,
+)
 from ibzoo.frameworks.barlow_twins import asymmetric_views
 from ibzoo.frameworks.framework import Framework, Recipe
 from ibzoo.projectors import ProjectorConfig
@@ -43,7 +49,7 @@ class MoCoV3Loss(nn.Module):
 
     solo-learn's ``mocov3_loss_func``: queries and keys L2-normalised, the keys of every process gathered
     without gradient, the positive of local query i at global row i + B * rank, the cross entropy scaled by
-    2 tau; ``methods/mocov3.py`` sums it over both view orders.
+    2 tau; ``methods/mocov3.py`` sums it over both view orders. Every rank reports the global-batch value.
 
     Args:
         temperature: tau; mocov3.yaml uses 0.2.
@@ -76,7 +82,7 @@ class MoCoV3Loss(nn.Module):
                     k = _gather_without_grad(F.normalize(upcast(key), dim=1))
                     logits = q @ k.T / self.temperature
                     losses.append(F.cross_entropy(logits, labels) * (2 * self.temperature))
-            return torch.stack(losses).sum()
+            return with_global_value(torch.stack(losses).sum())
 
 
 MOCOV3 = Framework(

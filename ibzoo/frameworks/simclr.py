@@ -19,8 +19,8 @@ from ibzoo.frameworks._common import (
     check_views,
     distributed_world,
     gather_rows,
-    mean_over_ranks,
     upcast,
+    with_global_value,
 )
 from ibzoo.frameworks.framework import Framework, Recipe
 from ibzoo.projectors import ProjectorConfig
@@ -81,10 +81,8 @@ class NTXentLoss(nn.Module):
             log_prob = logits.masked_fill(is_self, float("-inf")).log_softmax(dim=1)
             positive_log_prob = log_prob.masked_fill(~is_positive, 0.0).sum(dim=1) / (num_views - 1)
             loss = -positive_log_prob.mean()
-        if world > 1:
-            # Report the same global-batch value on every rank; the gradient stays the local one.
-            loss = loss + (mean_over_ranks(loss) - loss.detach())
-        return loss
+        # Report the same global-batch value on every rank; the gradient stays the local one.
+        return with_global_value(loss) if world > 1 else loss
 
 
 def simclr_views(image_size: int) -> tuple[ViewRecipe, ...]:

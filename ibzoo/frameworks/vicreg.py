@@ -26,7 +26,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from ibzoo.frameworks._common import autocast_disabled, check_views, distributed_world, gather_rows, upcast
+from ibzoo.frameworks._common import (
+    autocast_disabled,
+    check_views,
+    distributed_world,
+    gather_rows,
+    upcast,
+    with_global_value,
+)
 from ibzoo.frameworks.framework import Framework, Recipe
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.view_recipe import SMALL_IMAGE_SIZE, ViewRecipe
@@ -90,12 +97,19 @@ class VICRegLoss(nn.Module):
             spread = [gather_rows(view) if world > 1 else view for view in local]
             if spread[0].shape[0] < 2:
                 raise ValueError("VICRegLoss needs at least 2 images (over all processes) for a variance.")
-            pair_losses = [
-                self.invariance_weight * F.mse_loss(local[a], local[b])
-                + self.variance_weight * (_variance(spread[a]) + _variance(spread[b]))
-                + self.covariance_weight * (_covariance(spread[a]) + _covariance(spread[b]))
-                for a, b in itertools.combinations(range(len(views)), 2)
-            ]
+            pair_losses = []
+            for a, b in itertools.combinations(range(len(views)), 2):
+                # The invariance is on this rank's rows, as solo-learn's; every rank reports its global mean.
+                invariance = F.mse_loss(local[a], local[b])
+                if world > 1:
+                    invariance = with_global_value(invariance)
+                variance = _variance(spread[a]) + _variance(spread[b])
+                covariance = _covariance(spread[a]) + _covariance(spread[b])
+                pair_losses.append(
+                    self.invariance_weight * invariance
+                    + self.variance_weight * variance
+                    + self.covariance_weight * covariance
+                )
             return torch.stack(pair_losses).mean()
 
 

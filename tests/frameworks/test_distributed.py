@@ -9,10 +9,17 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-from ibzoo.frameworks import BarlowTwinsLoss, NTXentLoss
+from ibzoo.frameworks import BarlowTwinsLoss, BYOLLoss, MoCoV3Loss, NTXentLoss, VICRegLoss
 
 WORLD_SIZE = 2
-LOSSES = {"simclr": NTXentLoss, "barlow": BarlowTwinsLoss}
+# Each loss on views of one batch; BYOL and MoCo v3 compare views with (detached) views as targets.
+LOSSES = {
+    "simclr": lambda views: NTXentLoss()(views),
+    "barlow": lambda views: BarlowTwinsLoss()(views),
+    "vicreg": lambda views: VICRegLoss()(views),
+    "byol": lambda views: BYOLLoss()(views, views),
+    "mocov3": lambda views: MoCoV3Loss()(views, views),
+}
 # Forked children skip re-importing torch, which takes seconds per process on a busy machine;
 # run_rank limits them to one thread, as DataLoader workers do, so fork is safe with OpenMP.
 START_METHOD = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
@@ -28,7 +35,7 @@ def make_problem() -> tuple[torch.Tensor, list[torch.Tensor]]:
 
 def loss_and_weight_gradient(name: str, views: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     weight = make_problem()[0].requires_grad_()
-    loss = LOSSES[name]()([view @ weight for view in views])
+    loss = LOSSES[name]([view @ weight for view in views])
     loss.backward()
     return loss.detach(), weight.grad
 

@@ -5,28 +5,15 @@ import json
 import shutil
 import types
 
-import numpy as np
 import pytest
 import torch
 
 import ibzoo
 from benchmark_table import find_run
-from helpers.idx import write_idx
-from helpers.images import brightness_images
 from helpers.scripts import load_train_script
 
 NAME = "resnet18_simclr_mlp"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
-
-
-@pytest.fixture
-def idx_dir(tmp_path):
-    """64 train and 64 test 28x28 images whose brightness grows with the label, in IDX files."""
-    for seed, prefix in enumerate(("train", "t10k")):
-        images, labels = brightness_images(64, num_classes=10, size=28, seed=seed)
-        write_idx(tmp_path / f"{prefix}-images-idx3-ubyte.gz", np.stack([np.asarray(i) for i in images]))
-        write_idx(tmp_path / f"{prefix}-labels-idx1-ubyte.gz", np.asarray(labels))
-    return tmp_path
 
 
 @pytest.mark.slow  # one pretraining subprocess (2 steps at 16 px) and three evaluations: 20-40 s on 2 cores

@@ -165,7 +165,7 @@ def test_quick_run_of_the_kernel_sections_writes_the_report(tmp_path, capsys):
 def test_unknown_section_is_refused(capsys):
     with pytest.raises(SystemExit):
         load_train_script("benchmark_speed").main(["--only", "a,z"])
-    assert "--only takes some of a,b,c,d,e,f" in capsys.readouterr().err
+    assert "--only takes some of a,b,c,d,e,f,g" in capsys.readouterr().err
 
 
 @pytest.mark.slow
@@ -173,7 +173,7 @@ def test_quick_run_of_every_section(tmp_path):
     report = load_train_script("benchmark_speed").main(
         ["--quick", "--device", "cpu", "--output", str(tmp_path / "bench.json")]
     )
-    check_report(report, "abcdef")
+    check_report(report, "abcdefg")
     loading = [item for item in report["comparisons"] if item["section"] == "e"]
     assert len(loading) == 2 and all(item["details"]["same_weights"] for item in loading)
     whole_path = [item for item in report["comparisons"] if item["section"] == "f"]
@@ -181,3 +181,6 @@ def test_quick_run_of_every_section(tmp_path):
         "pretrain.py, per-sample PIL views",
         "pretrain.py --augment-on-device",
     ]
+    momentum = [item for item in report["comparisons"] if item["section"] == "g"]
+    assert [item["candidate"] for item in momentum] == ["byol train_step", "mocov3 train_step"]
+    assert all(item["baseline"] == "simclr train_step" and item["target"] == 1.4 for item in momentum)

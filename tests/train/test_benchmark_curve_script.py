@@ -1,0 +1,33 @@
+"""train/benchmark_curve.py end to end on a synthetic Fashion-MNIST: a curve scored on the way, resumed."""
+
+import json
+
+import pytest
+
+from helpers.scripts import load_train_script
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
+
+@pytest.mark.slow  # three pretraining subprocesses (1 epoch of 2 steps each) and three evaluations
+def test_curve_scores_each_point_once_and_resumes(idx_dir, tmp_path, monkeypatch):
+    script = load_train_script("benchmark_curve")
+    output = tmp_path / "bench"
+    argv = ["--output-dir", str(output), "--budget", "quick", "--idx-dir", str(idx_dir), "--cpu"]
+    argv += ["--num-workers", "0", "--cell", "byol/mlp", "--epochs", "3"]
+    curves = json.loads(script.main(argv).read_text())
+    (curve,) = curves["curves"]
+    assert (curve["framework"], curve["projector"], curve["epochs"]) == ("byol", "mlp", 3)
+    # Points 1, 2 and the end, each scored on the newest checkpoint of one 3-epoch schedule (2 steps each).
+    assert [(p["epoch"], p["step"]) for p in curve["points"]] == [(1, 2), (2, 4), (3, 6)]
+    assert all(0 <= p["linear_top1"] <= 100 and p["machine"].startswith("cpu (") for p in curve["points"])
+    assert (output / "curves.png").stat().st_size > 0
+    run = output / "curves" / "byol_mlp" / "seed0"
+    assert json.loads((run / "run_config.json").read_text())["epochs"] == 3 and (run / "model").is_dir()
+
+    # Again: nothing is trained or scored twice.
+    monkeypatch.setattr(script, "pretrain", lambda *a, **k: pytest.fail("a finished point was retrained"))
+    assert json.loads(script.main(argv).read_text()) == curves
+    # Another budget's settings are refused rather than mixed in.
+    with pytest.raises(ValueError, match="holds curves with settings"):
+        script.main([*argv[:3], "full", *argv[4:]])

@@ -2,10 +2,11 @@
 
 1. builds Fashion-MNIST as a ``datasets`` folder (60000 train / 10000 test 28 px greyscale images), from the
    IDX files of ``apt-get install dataset-fashion-mnist`` when installed, else from the Hub's copy;
-2. pretrains ``resnet18_simclr_mlp.fmnist`` on it with ``train/pretrain.py`` for one epoch (234 steps at
-   32 px, batch 256). The budget comes from the SimCLR learning curve (``train/benchmark_curve.py``,
-   README "Benchmark on Fashion-MNIST"): after its first epoch, SimCLR's frozen features scored 83.9 %
-   linear / 76.6 % k-NN, 7.8 points above the fair random-init reference (76.1 %);
+2. pretrains ``resnet18_simclr_mlp.fmnist`` on it with ``train/pretrain.py``: the first 468 steps (2 epochs
+   at 32 px, batch 256) of the SimCLR learning curve's 16-epoch schedule (``train/benchmark_curve.py``,
+   README "Benchmark on Fashion-MNIST"), where its frozen features scored 84.5 % linear / 78.2 % k-NN
+   against the fair random-init reference's 76.1 % / 76.1 %. (A whole 1-epoch schedule measured 82.0 % /
+   71.0 %: above the reference on the linear probe, below it on k-NN.);
 3. evaluates the frozen encoder (k-NN and linear probe) beside the fair reference, the same backbone at
    random init with its BatchNorm statistics recalibrated on training images, and prints the margin;
 4. starts a local Hub-protocol server, pushes the trained model to it and loads it back with
@@ -25,6 +26,7 @@ OUTPUT = Path("demo-output")
 MODEL = "resnet18_simclr_mlp"
 TAG = "fmnist"
 RECALIBRATION_IMAGES = 4096  # as train/benchmark_fmnist.py's fair reference
+SCHEDULE_EPOCHS = 16  # the SimCLR learning curve's schedule, whose first steps the demo trains
 
 
 def _free_port() -> int:
@@ -52,14 +54,15 @@ from ibzoo.models.datasets import DATASETS  # noqa: E402
 from ibzoo.testing import LocalHub  # noqa: E402
 
 
-def pretrain(data_dir: Path, run_dir: Path, epochs: int) -> None:
+def pretrain(data_dir: Path, run_dir: Path, steps: int) -> None:
     command = [
         sys.executable, "train/pretrain.py",
         "--model", f"{MODEL}.{TAG}",
         "--data.dataset", str(data_dir),
         "--output-dir", str(run_dir),
-        "--epochs", str(epochs),
-        "--optimizer.warmup-epochs", f"{0.05 * epochs:g}",  # the reference's 10 of 200 epochs
+        "--epochs", str(SCHEDULE_EPOCHS),
+        "--max-steps", str(steps),
+        "--optimizer.warmup-epochs", f"{0.05 * SCHEDULE_EPOCHS:g}",  # the reference's 10 of 200 epochs
         "--mixed-precision", "bf16",
         "--num-workers", "1",
         "--log-every", "20",
@@ -87,18 +90,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--epochs", type=int, default=1, help="pretraining epochs (default: 1)")
+    parser.add_argument(
+        "--steps", type=int, default=468, help="pretraining steps of the 16-epoch schedule (default: 468)"
+    )
     parser.add_argument(
         "--idx-dir", default="/usr/share/datasets/fashion-mnist", help="Fashion-MNIST IDX files"
     )
     args = parser.parse_args()
-    if args.epochs < 1:
-        parser.error(f"--epochs {args.epochs}: pretrain for at least 1 epoch.")
+    if args.steps < 1:
+        parser.error(f"--steps {args.steps}: pretrain for at least 1 step.")
     torch.manual_seed(0)
 
     data_dir = fashion_mnist(args.idx_dir)
     run_dir = OUTPUT / "run"
-    pretrain(data_dir, run_dir, args.epochs)
+    pretrain(data_dir, run_dir, args.steps)
 
     data = DataConfig(dataset=str(data_dir))
     train, test = load_image_dataset(data, "train"), load_image_dataset(data, "test")
@@ -114,7 +119,7 @@ def main() -> None:
     print(f"{'backbone':<44}{'k-NN top-1':>12}{'linear top-1':>14}")
     scores = {}
     for label, backbone in (
-        (f"pretrained ({args.epochs} epoch(s) of SimCLR)", trained),
+        (f"pretrained ({args.steps} SimCLR steps)", trained),
         ("random init, BatchNorm recalibrated (fair)", random_init),
     ):
         scores[label] = evaluate_backbone(backbone, train, test)

@@ -19,6 +19,7 @@ reference of ``results.json`` as a horizontal line when it has one).
 """
 
 import argparse
+import fcntl
 import json
 import logging
 import statistics
@@ -110,6 +111,32 @@ def checkpoint_backbone(run: Path, name: str, image_size: int) -> tuple[torch.nn
     return backbone, state["global_step"]
 
 
+def record_point(curves_file: Path, settings: dict, key: dict, point: dict | None = None) -> dict:
+    """The curve ``key`` names in ``curves_file``, with ``point`` added when given (and written).
+
+    Curves of several cells may run at once into one output folder: the file is read, changed and
+    written under an exclusive lock, so that no invocation overwrites another's points.
+    """
+    with open(curves_file.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        curves = {"settings": settings, "curves": []}
+        if curves_file.exists():
+            curves = json.loads(curves_file.read_text())
+        if curves["settings"] != settings:
+            raise ValueError(
+                f"{curves_file} holds curves with settings {curves['settings']}, not {settings}; pass the "
+                "same --budget, or another --output-dir."
+            )
+        curve = next((c for c in curves["curves"] if {k: c[k] for k in key} == key), None)
+        if curve is None:
+            curve = dict(key, points=[])
+            curves["curves"].append(curve)
+        if point is not None:
+            curve["points"] = sorted([*curve["points"], point], key=lambda p: p["epoch"])
+            save_results(curves_file, curves)
+        return curve
+
+
 def fair_reference(output_dir: Path) -> dict[str, float]:
     """Mean linear and k-NN top-1 of the fair random-init reference over its seeds in ``results.json``
     (empty when it has none)."""
@@ -150,26 +177,19 @@ def main(argv: list[str] | None = None) -> Path:
     run = output_dir / "curves" / f"{cell.framework}_{cell.row}" / f"seed{args.seed}"
     data_dir, train_data, test_data = benchmark_data(output_dir, settings, args)
     curves_file = output_dir / "curves.json"
-    curves = (
-        json.loads(curves_file.read_text()) if curves_file.exists() else {"settings": settings, "curves": []}
-    )
-    if curves["settings"] != settings:
-        raise ValueError(
-            f"{curves_file} holds curves with settings {curves['settings']}, not {settings}; pass the same "
-            "--budget, or another --output-dir."
-        )
     key = dict(framework=cell.framework, projector=cell.row, seed=args.seed, epochs=args.epochs)
-    curve = next((c for c in curves["curves"] if {k: c[k] for k in key} == key), None)
-    if curve is None:
-        curve = dict(key, points=[])
-        curves["curves"].append(curve)
     machine = f"{describe_device(torch.device('cpu'))}, torch {torch.__version__}"
 
     for point in curve_points(args.epochs):
-        if any(p["epoch"] == point for p in curve["points"]):
+        if any(p["epoch"] == point for p in record_point(curves_file, settings, key)["points"]):
             continue
         began = time.perf_counter()
         done = trained_epochs(run)
+        if done > point:  # an interrupted earlier invocation trained past it: that checkpoint is gone
+            logger.warning(
+                "%s: epoch %d was not scored before the run went on to %d; skipped", run, point, done
+            )
+            continue
         if done < point:
             pretrain(
                 cell,
@@ -184,22 +204,19 @@ def main(argv: list[str] | None = None) -> Path:
         backbone, step = checkpoint_backbone(run, name, settings["image_size"])
         trained = time.perf_counter()
         scores = evaluate_backbone(backbone, train_data, test_data, protocol="fast", seed=args.seed)
-        curve["points"].append(
-            dict(
-                epoch=point,
-                step=step,
-                **{metric: scores[metric] for metric in METRICS},
-                linear_l2=scores["linear_l2"],
-                train_seconds=trained - began,
-                eval_seconds=time.perf_counter() - trained,
-                machine=machine,
-            )
+        scored = dict(
+            epoch=point,
+            step=step,
+            **{metric: scores[metric] for metric in METRICS},
+            linear_l2=scores["linear_l2"],
+            train_seconds=trained - began,
+            eval_seconds=time.perf_counter() - trained,
+            machine=machine,
         )
-        save_results(curves_file, curves)
-        logger.info(
-            "%s seed %d, epoch %d of %d: %s", cell.key, args.seed, point, args.epochs, curve["points"][-1]
-        )
+        curves = record_point(curves_file, settings, key, scored)
+        logger.info("%s seed %d, epoch %d of %d: %s", cell.key, args.seed, point, args.epochs, scored)
 
+    curves = json.loads(curves_file.read_text())
     draw_curves(curves["curves"], fair_reference(output_dir)).save(output_dir / "curves.png")
     return curves_file
 

@@ -9,7 +9,7 @@ from helpers.scripts import load_train_script
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-@pytest.mark.slow  # three pretraining subprocesses (1 epoch of 2 steps each) and three evaluations
+@pytest.mark.slow  # four pretraining subprocesses (1 epoch of 2 steps each) and four evaluations
 def test_curve_scores_each_point_once_and_resumes(idx_dir, tmp_path, monkeypatch):
     script = load_train_script("benchmark_curve")
     output = tmp_path / "bench"
@@ -28,6 +28,10 @@ def test_curve_scores_each_point_once_and_resumes(idx_dir, tmp_path, monkeypatch
     # Again: nothing is trained or scored twice.
     monkeypatch.setattr(script, "pretrain", lambda *a, **k: pytest.fail("a finished point was retrained"))
     assert json.loads(script.main(argv).read_text()) == curves
+    # Another cell's curve in the same folder (the two may run at once) keeps this one's points.
+    monkeypatch.undo()
+    both = json.loads(script.main([*argv[:-4], "--cell", "simclr/mlp", "--epochs", "1"]).read_text())
+    assert [(c["framework"], len(c["points"])) for c in both["curves"]] == [("byol", 3), ("simclr", 1)]
     # Another budget's settings are refused rather than mixed in.
     with pytest.raises(ValueError, match="holds curves with settings"):
         script.main([*argv[:3], "full", *argv[4:]])

@@ -13,8 +13,11 @@ Bottlenecks: the head is Barlow Twins' shape (three 2048-wide Linears), so top-k
 Twins pattern and FSQ takes Barlow Twins' 3 levels (no reference value exists for VICReg). 3-level codes
 lie in {-1, 0, 1}: their per-dimension std reaches the hinge's target of 1 only when a dimension uses
 -1 and +1 about equally, so the variance term drives every code dimension to its widest spread rather
-than switching off. ibzoo keeps the codes as they are (the loss sees what the projector outputs); the
-benchmark measures what that gives.
+than switching off. ibzoo keeps the codes as they are (the loss sees what the projector outputs):
+measured at init (``resnet18_vicreg_fsq.fmnist``, 128 random images), the codes' per-dimension std is 0.37
+on average against 0.34 for the unquantized MLP output, so rounding does not starve the hinge (its term is
+0.63 of its maximum 1, no dimension yet at std 1); scaling the codes would only rescale the hinge's
+target. What training makes of it is the benchmark's to measure.
 """
 
 from __future__ import annotations

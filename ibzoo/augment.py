@@ -1,16 +1,12 @@
-"""Two-view augmentation recipes for SimCLR and Barlow Twins, and their attachment to a data set.
+"""Multi-view augmentation: the per-image (PIL) transforms that make a framework's views, and their
+attachment to a data set.
 
-The recipes are those of the paper's reference code (PKU-ML/Projector_Theory, on solo-learn), read from
-its ``scripts/pretrain/cifar/augmentations/*.yaml`` and ``data/pretrain_dataloader.py``. Each view is:
-random resized crop (scale 0.08..1, bicubic), colour jitter (p=0.8), greyscale (p=0.2), Gaussian blur,
-solarization, horizontal flip (p=0.5), then normalisation with the model's mean/std.
-
-- SimCLR (``symmetric.yaml``): both views alike; jitter (0.8, 0.8, 0.8, 0.2), blur p=0.5, no
-  solarization, at every image size. The blur is PIL's ``ImageFilter.GaussianBlur(radius=sigma)``
-  with sigma uniform in 0.1..2 pixels and no cap on the kernel.
-- Barlow Twins (``asymmetric.yaml`` at CIFAR size): two views with jitter (0.4, 0.4, 0.2, 0.1); no
-  blur; solarization p=0 on view 1 and p=0.2 on view 2. Above 64 px the views take the Barlow Twins
-  paper's blur, p=1.0 and p=0.1 (Zbontar et al., 2021, https://arxiv.org/abs/2103.03230).
+What each view is, is the framework's (``ibzoo/frameworks/<framework>.py``, as :class:`ViewRecipe`s read
+from its reference yaml: SimCLR's ``symmetric.yaml``, the ``asymmetric.yaml`` of Barlow Twins, BYOL and
+MoCo v3, VICReg's own). Each view is: random resized crop (bicubic), colour jitter, greyscale, Gaussian
+blur (PIL's ``ImageFilter.GaussianBlur(radius=sigma)`` with sigma uniform in 0.1..2 pixels and no cap on
+the kernel), solarization, horizontal flip, then normalisation with the model's mean/std, following the
+reference's ``data/pretrain_dataloader.py`` (PKU-ML/Projector_Theory, on solo-learn).
 
 The per-sample transforms here run on PIL images in DataLoader workers. :mod:`ibzoo.batched_augment`
 runs the same recipes on whole uint8 batches from :func:`build_decode_transform`, on the accelerator
@@ -47,7 +43,7 @@ CROP_RATIO = (3 / 4, 4 / 3)
 def view_recipes(framework: str, image_size: int) -> tuple[ViewRecipe, ...]:
     """The view recipes of ``framework`` at ``image_size`` (its file in :mod:`ibzoo.frameworks` holds
     them); view v uses recipe v % len(recipes)."""
-    return get_framework(framework).view_recipes(image_size)
+    return get_framework(framework).views(image_size)
 
 
 def blur_kernel_size() -> int:

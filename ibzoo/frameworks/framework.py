@@ -90,9 +90,6 @@ class Framework:
         """Whether it trains against a momentum (EMA) copy of backbone and projector."""
         return "momentum_base" in self.settings["cifar"]
 
-    def view_recipes(self, image_size: int) -> tuple[ViewRecipe, ...]:
-        return self.views(image_size)
-
     def build_loss(self, settings: Any) -> nn.Module:
         """The loss module, from an object carrying the settings as attributes (an ObjectiveConfig)."""
         return self.loss(**{name: getattr(settings, name) for name in self.loss_args})
@@ -106,10 +103,11 @@ class Framework:
             return head
         if projector == "fsq":
             return dataclasses.replace(head, fsq_levels=self.fsq_levels)
-        stem = dict(hidden_features=(), out_features=None)
-        if self.topk_stem is not None:
-            stem = {f.name: getattr(self.topk_stem, f.name) for f in dataclasses.fields(self.topk_stem)}
-        topk = ProjectorConfig(**{**stem, "topk_latents": TOPK_LATENTS, "topk_k": TOPK_K})
+        sizes = dict(topk_latents=TOPK_LATENTS, topk_k=TOPK_K)
+        if self.topk_stem is None:
+            topk = ProjectorConfig(hidden_features=(), out_features=None, **sizes)
+        else:
+            topk = dataclasses.replace(self.topk_stem, **sizes)
         if projector == "topk":
             return topk
         return dataclasses.replace(

@@ -42,6 +42,7 @@ from ibzoo.training.checkpoint import (
     UnsafeCheckpointError,
 )
 from ibzoo.training.loader import SeededViews
+from ibzoo.training.loop import Pretrainer
 
 TINY = "test_resnet"  # timm's smallest ResNet: a few thousand parameters
 
@@ -494,6 +495,53 @@ def test_a_settings_mistake_is_one_argparse_style_line(tmp_path, capsys):
         "pretrain.py: error: optimizer.warmup_epochs=10 exceeds epochs=2; lower --optimizer.warmup-epochs "
         "or raise --epochs."
     )
+
+
+@pytest.mark.parametrize("flag", ["--optimizer.lr", "--optimizer.weight-decay", "--objective.temperature"])
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_a_non_finite_setting_is_refused_naming_it(tmp_path, capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        load_train_script("pretrain").main([*PRETRAIN, "--output-dir", str(tmp_path), f"{flag}={value}"])
+    assert exit_info.value.code == 2
+    setting = flag.removeprefix("--").replace("-", "_")
+    assert f"{setting}={float(value)!r} is not a finite number" in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_a_diverged_run_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    """A loss that turns NaN stops the run at the next logged loss, before a checkpoint can save NaN
+    weights over the last good ones."""
+    data = save_brightness_dataset(tmp_path / "data", 8, 2, num_classes=2, size=16)
+    argv = [
+        "--model",
+        "resnet18_cifar_simclr_mlp",
+        "--data.dataset",
+        str(data),
+        "--cpu",
+        "--num-workers",
+        "0",
+    ]
+    argv += ["--output-dir", str(tmp_path / "run"), "--batch-size", "4", "--epochs", "3", "--log-every", "1"]
+    argv += ["--projector.hidden-features", "16", "--projector.out-features", "8", "--image-size", "16"]
+    argv += ["--optimizer.warmup-epochs", "0", "--log-with"]
+    train_step = Pretrainer.train_step
+
+    def poisoned_from_step_3(self, batch):
+        if self.state.global_step == 2:  # after the epoch-1 checkpoint (2 steps per epoch)
+            with torch.no_grad():
+                next(self.module.parameters()).fill_(float("nan"))
+        return train_step(self, batch)
+
+    monkeypatch.setattr(Pretrainer, "train_step", poisoned_from_step_3)
+    with pytest.raises(
+        FloatingPointError, match=r"The training loss became nan by step 3 \(the mean of the last"
+    ):
+        load_train_script("pretrain").main(argv)
+    checkpoints = tmp_path / "run" / "checkpoints"
+    assert (checkpoints / "latest").read_text().strip() == "epoch-0001"
+    weights = load_file(checkpoints / "epoch-0001" / "model.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values() if t.is_floating_point())
+    assert not (tmp_path / "run" / "model").exists()
 
 
 def test_an_output_dir_that_is_a_file_is_named(tmp_path):

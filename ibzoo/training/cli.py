@@ -22,6 +22,7 @@ import dataclasses
 import difflib
 import inspect
 import itertools
+import math
 import textwrap
 import types
 import typing
@@ -190,17 +191,25 @@ def check_keys(cls: type, values: Mapping[str, Any], source: str, path: str = ""
             check_keys(nested, value, source, f"{path}{key}.")
 
 
-def from_dict(cls: type, values: Mapping[str, Any], source: str = "configuration") -> Any:
-    """Build dataclass ``cls`` from nested dicts (nested dataclasses too); lists become tuples."""
-    check_keys(cls, values, source)
+def from_dict(cls: type, values: Mapping[str, Any], source: str = "configuration", path: str = "") -> Any:
+    """Build dataclass ``cls`` from nested dicts (nested dataclasses too); lists become tuples.
+
+    A number that is NaN or infinite is refused here, naming ``source`` and the setting: no setting of
+    ibzoo means anything non-finite, and a NaN passes every ``<=`` a dataclass checks (a NaN learning
+    rate used to train, exit 0 and write NaN weights).
+    """
+    check_keys(cls, values, source, path)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():
         nested = _nested_dataclass(hints[key])
         if nested is not None and isinstance(value, Mapping):
-            value = from_dict(nested, value, source)
+            value = from_dict(nested, value, source, f"{path}{key}.")
         elif isinstance(value, list):
             value = tuple(value)
+        for number in value if isinstance(value, tuple) else (value,):
+            if isinstance(number, float) and not math.isfinite(number):
+                raise ValueError(f"{source}: {path}{key}={value!r} is not a finite number; give a real one.")
         kwargs[key] = value
     try:
         return cls(**kwargs)

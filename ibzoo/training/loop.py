@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
@@ -246,6 +247,17 @@ class Pretrainer:
                 f"epoch/mean_{name}": value for name, value in self.epoch_means.read(self.accelerator).items()
             }
             self.log.write({"epoch": epoch, **epoch_record}, step=self.state.global_step)
+            self._stop_if_diverged(epoch_record["epoch/mean_loss"], f"the mean of epoch {epoch}")
+
+    def _stop_if_diverged(self, loss: float, what: str) -> None:
+        """Raise FloatingPointError, naming the step, when a logged loss is NaN or infinite: before the
+        next checkpoint could save diverged weights over the last good ones."""
+        if not math.isfinite(loss):
+            raise FloatingPointError(
+                f"The training loss became {loss} by step {self.state.global_step} ({what}): training "
+                "diverged. The last checkpoint is kept; lower --optimizer.lr (or check the data) and run "
+                "again with a new --output-dir, or --resume PATH from a checkpoint before the divergence."
+            )
 
     def _log_interval(self, output: PretrainStepOutput, epoch: int) -> dict[str, Any]:
         values = self.interval_means.read(self.accelerator)  # host sync: the interval's work is done
@@ -259,6 +271,7 @@ class Pretrainer:
             if self.accelerator.num_processes > 1:
                 quantities = self.accelerator.reduce(quantities, reduction="mean")
             record |= {f"train/{name}": value for name, value in zip(names, quantities.tolist(), strict=True)}
+        self._stop_if_diverged(record["train/loss"], f"the mean of the last {self._interval_steps} steps")
         record["train/lr"] = self._lr
         record["train/images_per_s"] = self._interval_steps * self.global_batch_size / elapsed
         self.log.write({"epoch": epoch, **record}, step=self.state.global_step)

@@ -363,6 +363,27 @@ def test_push_with_a_bad_repo_id_names_it(ibzoo_folder):
         push_to_hub(ibzoo_folder, "not a repo/id?")
 
 
+@pytest.mark.parametrize("repo_id", ["", "  "])
+def test_push_script_refuses_an_empty_repo_id_rather_than_the_zoos(ibzoo_folder, capsys, repo_id):
+    with pytest.raises(SystemExit) as exit_info:
+        load_train_script("push_to_hub").main([str(ibzoo_folder), "--repo-id", repo_id])
+    assert exit_info.value.code == 2
+    assert "--repo-id is empty: give ORG/NAME" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"),
+    [("--knn-temperature", "nan"), ("--knn-temperature", "0"), ("--probe-l2", "inf"), ("--probe-l2", "-1")],
+)
+def test_evaluate_refuses_non_finite_or_out_of_range_settings(capsys, flag, value):
+    with pytest.raises(SystemExit) as exit_info:
+        load_train_script("evaluate").parse_args(
+            ["--model", "resnet18", "--data.dataset", "x", f"{flag}={value}"]
+        )
+    assert exit_info.value.code == 2
+    assert f"argument {flag}: must be a finite number" in capsys.readouterr().err
+
+
 def test_card_of_an_untagged_model_names_it_and_its_repo_not_the_zoos(ibzoo_folder, local_hub):
     card = (ibzoo_folder / "README.md").read_text()
     assert "cifar10" not in card and "ibzoo/resnet18" not in card

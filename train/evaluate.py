@@ -29,6 +29,7 @@ from ibzoo.training.cli import (
     add_model_source_arguments,
     add_run_arguments,
     data_config_from_args,
+    finite_float,
     model_source,
     per_process_batch_size,
 )
@@ -43,7 +44,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add_data_arguments(parser)
     parser.add_argument("--knn-k", type=int, default=200, help="neighbours of the weighted k-NN")
     parser.add_argument(
-        "--knn-temperature", type=float, default=0.1, help="temperature T of the k-NN weights"
+        "--knn-temperature",
+        type=finite_float(0, inclusive=False),
+        default=0.1,
+        help="temperature T of the k-NN weights",
     )
     parser.add_argument(
         "--protocol",
@@ -53,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument(
         "--probe-l2",
-        type=float,
+        type=finite_float(0, inclusive=True),
         help="L2 weight of the fast probe; default: chosen on a held-out tenth of the training images",
     )
     parser.add_argument(

@@ -49,6 +49,8 @@ def main(argv: list[str] | None = None) -> list[str]:
     parser.add_argument("--commit-message", help="summary of the commit")
     parser.add_argument("--create-pr", action="store_true", help="open a pull request instead of committing")
     args = parser.parse_args(argv)
+    if args.repo_id is not None and not args.repo_id.strip():
+        parser.error("--repo-id is empty: give ORG/NAME, or leave the flag out for the zoo's repo.")
     if args.repo_id and len(args.folders) > 1:
         parser.error(
             f"--repo-id names one repo, but {len(args.folders)} folders were given: push them one by one."

@@ -26,7 +26,7 @@ import math
 import textwrap
 import types
 import typing
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +43,7 @@ __all__ = [
     "add_run_arguments",
     "check_keys",
     "data_config_from_args",
+    "finite_float",
     "from_dict",
     "load_yaml",
     "merge",
@@ -259,6 +260,21 @@ def _positive_int(text: str) -> int:
 
 
 _positive_int.__name__ = "int"  # argparse names the type in its error messages
+
+
+def finite_float(lower: float, inclusive: bool) -> Callable[[str], float]:
+    """argparse ``type=`` for a finite number above ``lower`` (or at it, when ``inclusive``): NaN passes
+    every comparison a script would make later, so it is refused here."""
+    bound = f">= {lower:g}" if inclusive else f"> {lower:g}"
+
+    def convert(text: str) -> float:
+        value = float(text)
+        if not (math.isfinite(value) and (value >= lower if inclusive else value > lower)):
+            raise argparse.ArgumentTypeError(f"must be a finite number {bound}, got {text}")
+        return value
+
+    convert.__name__ = "float"  # argparse names the type in its error messages
+    return convert
 
 
 def add_run_arguments(parser: argparse.ArgumentParser, *, batch_size: int, batch: str) -> None:

@@ -355,7 +355,27 @@ def create_pretrained(model_name: str, **kwargs: Any) -> nn.Module:
     if origin.get("hf_hub_id") and not model.pretrained_cfg.get("hf_hub_id"):
         model.pretrained_cfg["hf_hub_id"] = origin["hf_hub_id"]  # an unpublished zoo tag's repo
     check_state_dict(tensors, model.state_dict(), where)
+    _refuse_missing_tensors(model, tensors, where)
     return model
+
+
+def _refuse_missing_tensors(model: nn.Module, tensors: Mapping[str, Tensor], where: str) -> None:
+    """With a new classifier (``num_classes`` other than the checkpoint's) timm loads leniently, so a tensor
+    absent from the file would silently keep its random init. Only the classifier may be absent."""
+    classifier = model.pretrained_cfg.get("classifier") or ()
+    heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    missing = [
+        key
+        for key in model.state_dict()
+        if key not in tensors and not any(key.startswith(f"{head}.") for head in heads)
+    ]
+    if missing:
+        raise CheckpointError(
+            f"{where} lacks {len(missing)} of the model's tensors ({', '.join(missing[:4])}"
+            f"{', ...' if len(missing) > 4 else ''}); they would keep their random init. The file is not a "
+            "whole checkpoint of this architecture: re-save it (ibzoo.hub.save_pretrained) or point at "
+            "another one."
+        )
 
 
 def load_safetensors_checkpoint(model: nn.Module, path: str | Path) -> None:

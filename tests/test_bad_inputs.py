@@ -493,6 +493,28 @@ def test_a_truncated_local_overlay_file_is_named_without_blaming_the_hub(ibzoo_f
     assert "Re-save" in str(error.value) and "Hub" not in str(error.value) and "cache" not in str(error.value)
 
 
+@pytest.mark.parametrize("kwargs", [dict(num_classes=5), dict(num_classes=0), dict(features_only=True)])
+def test_a_tensor_missing_beside_a_new_classifier_is_named(timm_folder, kwargs):
+    """timm loads leniently when the classifier changes: only the classifier may be absent."""
+    tensors = load_file(timm_folder / "model.safetensors")
+    del tensors["layer1.0.conv1.weight"]
+    save_file(tensors, timm_folder / "model.safetensors")
+    message = (
+        r"model\.safetensors lacks 1 of the model's tensors \(layer1\.0\.conv1\.weight\); they would keep"
+    )
+    with pytest.raises(CheckpointError, match=message):
+        ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True, **kwargs)
+
+
+def test_a_new_classifier_loads_every_other_tensor(timm_folder):
+    model = ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True, num_classes=5)
+    assert model.fc.out_features == 5
+    tensors = load_file(timm_folder / "model.safetensors")
+    for key, value in model.state_dict().items():
+        if not key.startswith("fc."):
+            torch.testing.assert_close(value, tensors[key], rtol=0, atol=0)
+
+
 def test_one_missing_tensor_is_named_not_blamed_on_another_model(timm_folder):
     tensors = load_file(timm_folder / "model.safetensors")
     del tensors["fc.bias"]

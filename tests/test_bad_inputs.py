@@ -11,8 +11,11 @@ The crafted pickles are armed: ``test_the_crafted_pickle_runs_its_payload_when_u
 
 import errno
 import json
+import os
 import re
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +38,7 @@ from ibzoo.loading import CheckpointError, PretrainedWeightsUnavailableError
 from ibzoo.model_card import render_model_card
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.testing.hub_storage import HubError, HubStorage
+from ibzoo.training import OutputDirLock
 from ibzoo.training.checkpoint import (
     CheckpointManager,
     CorruptCheckpointError,
@@ -587,11 +591,40 @@ def test_a_diverged_run_stops_naming_the_step_and_keeps_the_last_checkpoint(tmp_
     assert not (tmp_path / "run" / "model").exists()
 
 
-def test_an_output_dir_that_is_a_file_is_named(tmp_path):
+def test_a_second_run_on_a_folder_in_use_is_refused_naming_the_holder(tmp_path, capsys):
+    run = tmp_path / "run"
+    holder = OutputDirLock(run)  # a pretraining in progress, as another process would hold it
+    (run / "notes.txt").write_text("the first run's")
+    try:
+        with pytest.raises(SystemExit) as exit_info:
+            load_train_script("pretrain").main([*PRETRAIN, "--output-dir", str(run)])
+        assert exit_info.value.code == 2
+        error = capsys.readouterr().err
+        assert f"--output-dir {run} is in use by a running pretraining (process {os.getpid()} on" in error
+        assert sorted(p.name for p in run.iterdir()) == [".lock", "notes.txt"]  # nothing touched
+    finally:
+        holder.release()
+    # Released (or its process gone, crash included): the folder can be claimed again, file or not.
+    OutputDirLock(run).release()
+
+
+def test_the_lock_dies_with_its_process(tmp_path):
+    run = tmp_path / "run"
+    code = (
+        f"from ibzoo.training import OutputDirLock; OutputDirLock(__import__('pathlib').Path({str(run)!r})); "
+    )
+    code += "import os; os._exit(9)"  # a crash: no cleanup runs
+    assert subprocess.run([sys.executable, "-c", code]).returncode == 9
+    assert (run / ".lock").is_file()
+    OutputDirLock(run).release()
+
+
+def test_an_output_dir_that_is_a_file_is_named(tmp_path, capsys):
     output = tmp_path / "output.txt"
     output.write_text("notes")
-    with pytest.raises(ValueError, match=r"--output-dir .*output\.txt is a file, not a folder"):
+    with pytest.raises(SystemExit):
         load_train_script("pretrain").main([*PRETRAIN, "--output-dir", str(output)])
+    assert f"pretrain.py: error: --output-dir {output} is a file, not a folder" in capsys.readouterr().err
     assert output.read_text() == "notes"
 
 

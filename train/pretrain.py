@@ -18,7 +18,12 @@ from typing import NamedTuple
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DataLoaderConfiguration, ProjectConfiguration, set_seed
+from accelerate.utils import (
+    DataLoaderConfiguration,
+    ProjectConfiguration,
+    broadcast_object_list,
+    set_seed,
+)
 from timm.models import split_model_name_tag
 
 import ibzoo
@@ -29,6 +34,8 @@ from ibzoo.hub import push_to_hub, save_pretrained
 from ibzoo.optim import warmup_cosine_schedule
 from ibzoo.training import (
     CheckpointManager,
+    OutputDirBusyError,
+    OutputDirLock,
     PretrainConfig,
     Pretrainer,
     PretrainingModule,
@@ -55,6 +62,23 @@ def parse_config(argv: list[str] | None) -> PretrainConfig:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"pretrain.py: error: {message}", file=sys.stderr)
         raise SystemExit(2) from None
+
+
+def claim_output_dir(accelerator: Accelerator, output_dir: Path) -> OutputDirLock | None:
+    """The main process's lock on the output folder (None on the others); when another run holds it, every
+    process stops with that one-line refusal (broadcast, so that no process waits for the others)."""
+    lock, refusal = None, None
+    if accelerator.is_main_process:
+        try:
+            lock = OutputDirLock(output_dir)
+        except (OutputDirBusyError, ValueError) as error:
+            refusal = str(error)
+    if accelerator.num_processes > 1:
+        refusal = broadcast_object_list([refusal])[0]
+    if refusal is not None:
+        print(f"pretrain.py: error: {refusal}", file=sys.stderr)
+        raise SystemExit(2)
+    return lock
 
 
 def build_accelerator(config: PretrainConfig, output_dir: Path) -> Accelerator:
@@ -193,11 +217,22 @@ def export_model(
 
 def main(argv: list[str] | None = None) -> Path:
     """Pretrain as the command line says; returns DIR/model, or DIR/checkpoints when paused before the end."""
-    # Setup: configuration, processes, data, model, optimiser and schedule, resumed from the last checkpoint.
     config = parse_config(argv)
     output_dir = Path(config.output_dir)
     accelerator = build_accelerator(config, output_dir)
     logging.basicConfig(level=logging.INFO if accelerator.is_main_process else logging.WARNING)
+    # The folder is this run's for its lifetime: a second process on it is refused before it touches a file.
+    folder_lock = claim_output_dir(accelerator, output_dir)
+    try:
+        return pretrain(config, accelerator, output_dir)
+    finally:
+        if folder_lock is not None:
+            folder_lock.release()
+
+
+def pretrain(config: PretrainConfig, accelerator: Accelerator, output_dir: Path) -> Path:
+    """The run in its claimed output folder (see :func:`main`)."""
+    # Setup: data, model, optimiser and schedule, resumed from the last checkpoint.
     check_output_dir(output_dir, config.identity(), config.resume)
     set_seed(config.seed)
 

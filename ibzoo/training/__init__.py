@@ -14,6 +14,8 @@
 from ibzoo.training.checkpoint import (
     CheckpointManager,
     CorruptCheckpointError,
+    OutputDirBusyError,
+    OutputDirLock,
     TrainerState,
     check_output_dir,
     checkpoint_name,
@@ -34,6 +36,8 @@ from ibzoo.training.run_log import RunLog, RunningMeans, flat_hparams
 __all__ = [
     "CheckpointManager",
     "CorruptCheckpointError",
+    "OutputDirBusyError",
+    "OutputDirLock",
     "PretrainConfig",
     "PretrainStepOutput",
     "Pretrainer",

@@ -3,6 +3,7 @@ and made of JSON and safetensors files only, so that resuming never runs code fr
 
 Layout of an output folder ``DIR``::
 
+    DIR/.lock                          held (flock) by the process that runs in DIR: OutputDirLock
     DIR/run_config.json                the resolved PretrainConfig, written once when the run starts
     DIR/checkpoints/epoch-0003/        one checkpoint (below)
     DIR/checkpoints/epoch-0003-step-00000750/   a checkpoint in the middle of epoch 4 (a --max-steps end)
@@ -31,11 +32,13 @@ partial folder. Names sort in training order.
 from __future__ import annotations
 
 import errno
+import fcntl
 import json
 import logging
 import os
 import random
 import shutil
+import socket
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +60,8 @@ __all__ = [
     "RUN_CONFIG_FILE",
     "CheckpointManager",
     "CorruptCheckpointError",
+    "OutputDirBusyError",
+    "OutputDirLock",
     "TrainerState",
     "UnsafeCheckpointError",
     "backbone_weights",
@@ -150,6 +155,53 @@ def _differences(saved: Any, current: Any, path: str = "") -> list[str]:
     return [] if saved == current else [f"{path[:-1]}: {saved!r} -> {current!r}"]
 
 
+LOCK_FILE = ".lock"
+
+
+class OutputDirBusyError(RuntimeError):
+    """Another process holds the output folder."""
+
+
+class OutputDirLock:
+    """An exclusive claim on a run's output folder for the lifetime of the process that holds it.
+
+    An OS-level lock (``fcntl.flock`` on ``DIR/.lock``), not a marker file: it is released when the process
+    ends, however it ends, so a crash leaves no stale claim behind; the file only says who held it last
+    (host and process id), for the refusal's message. Two runs started at once on one folder would
+    otherwise both pass :func:`check_output_dir` before either wrote ``run_config.json``, and mix their
+    checkpoints.
+    """
+
+    def __init__(self, output_dir: Path) -> None:
+        if output_dir.exists() and not output_dir.is_dir():
+            raise ValueError(
+                f"--output-dir {output_dir} is a file, not a folder; pass a folder to write the run to."
+            )
+        output_dir.mkdir(parents=True, exist_ok=True)
+        self.path = output_dir / LOCK_FILE
+        self._file = open(self.path, "a+")  # noqa: SIM115 (held open for the lock's lifetime)
+        try:
+            fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._file.seek(0)
+            holder = self._file.read().strip() or "another process"
+            self._file.close()
+            raise OutputDirBusyError(
+                f"--output-dir {output_dir} is in use by a running pretraining ({holder}); wait for it to "
+                "end, or pass another --output-dir. Nothing of that run was touched."
+            ) from None
+        self._file.seek(0)
+        self._file.truncate()
+        self._file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+        self._file.flush()
+
+    def release(self) -> None:
+        """Give the folder up (the process's end does so too)."""
+        if not self._file.closed:
+            fcntl.flock(self._file, fcntl.LOCK_UN)
+            self._file.close()
+
+
 def check_output_dir(output_dir: Path, identity: dict[str, Any], resume: str) -> None:
     """Refuse an output folder that holds another run (it only reads: call it on every process).
 
@@ -160,13 +212,8 @@ def check_output_dir(output_dir: Path, identity: dict[str, Any], resume: str) ->
         resume: "auto", "never" or a checkpoint path; "never" refuses a folder that holds checkpoints.
 
     Raises:
-        ValueError: The path is a file, or the folder holds another run, or checkpoints that "never" would
-            overwrite.
+        ValueError: The folder holds another run, or checkpoints that "never" would overwrite.
     """
-    if output_dir.exists() and not output_dir.is_dir():
-        raise ValueError(
-            f"--output-dir {output_dir} is a file, not a folder; pass a folder to write the run to."
-        )
     saved_file = output_dir / RUN_CONFIG_FILE
     if saved_file.is_file():
         try:

@@ -202,31 +202,40 @@ class OutputDirLock:
             self._file.close()
 
 
+def _run_differences(run_dir: Path, identity: dict[str, Any]) -> list[str] | None:
+    """How ``run_dir``'s ``run_config.json`` differs from ``identity``; None when it has none."""
+    saved_file = run_dir / RUN_CONFIG_FILE
+    if not saved_file.is_file():
+        return None
+    try:
+        saved = json.loads(saved_file.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{saved_file} is not valid JSON ({error}); restore or delete it.") from None
+    return _differences({key: saved.get(key) for key in identity}, identity)
+
+
 def check_output_dir(output_dir: Path, identity: dict[str, Any], resume: str) -> None:
-    """Refuse an output folder that holds another run (it only reads: call it on every process).
+    """Refuse an output folder that holds another run, or a checkpoint to resume from that belongs to
+    another run (it only reads: call it on every process).
 
     Args:
         output_dir: The run's folder; it need not exist yet.
         identity: The configuration without the settings a resumed run may change
             (:meth:`ibzoo.training.config.PretrainConfig.identity`), compared with ``run_config.json``.
-        resume: "auto", "never" or a checkpoint path; "never" refuses a folder that holds checkpoints.
+        resume: "auto", "never" or a checkpoint path; "never" refuses a folder that holds checkpoints, and
+            a path's run folder (``RUN/checkpoints/NAME``) must hold the same run's ``run_config.json``.
 
     Raises:
-        ValueError: The folder holds another run, or checkpoints that "never" would overwrite.
+        ValueError: The folder holds another run, or checkpoints that "never" would overwrite, or the
+            checkpoint to resume from is another run's (or cannot be checked).
     """
-    saved_file = output_dir / RUN_CONFIG_FILE
-    if saved_file.is_file():
-        try:
-            saved = json.loads(saved_file.read_text())
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{saved_file} is not valid JSON ({error}); restore or delete it.") from None
-        differences = _differences({key: saved.get(key) for key in identity}, identity)
-        if differences:
-            raise ValueError(
-                f"{output_dir} holds another run; its {RUN_CONFIG_FILE} differs in: {'; '.join(differences)}."
-                " Pass a new --output-dir, or the same settings to continue that run."
-            )
-    elif any((output_dir / name).exists() for name in _RUN_ARTEFACTS):
+    differences = _run_differences(output_dir, identity)
+    if differences:
+        raise ValueError(
+            f"{output_dir} holds another run; its {RUN_CONFIG_FILE} differs in: {'; '.join(differences)}."
+            " Pass a new --output-dir, or the same settings to continue that run."
+        )
+    if differences is None and any((output_dir / name).exists() for name in _RUN_ARTEFACTS):
         raise ValueError(
             f"{output_dir} holds training output but no {RUN_CONFIG_FILE}, so it cannot be checked to be "
             "this run; pass a new --output-dir."
@@ -236,6 +245,20 @@ def check_output_dir(output_dir: Path, identity: dict[str, Any], resume: str) ->
             f"{output_dir} already holds checkpoints of this run and --resume never would overwrite them; "
             "pass --resume auto to continue the run, or a new --output-dir to start over."
         )
+    if resume not in ("auto", "never"):
+        # The schedule, optimiser state and weights of a checkpoint fit only the run that wrote it.
+        source_run = Path(resume).resolve().parent.parent
+        differences = _run_differences(source_run, identity)
+        if differences is None:
+            raise ValueError(
+                f"--resume {resume}: its run folder {source_run} has no {RUN_CONFIG_FILE}, so the checkpoint "
+                "cannot be checked to be this run's; resume from a checkpoint under a run's checkpoints/."
+            )
+        if differences:
+            raise ValueError(
+                f"--resume {resume} is a checkpoint of another run; its {source_run / RUN_CONFIG_FILE} "
+                f"differs in: {'; '.join(differences)}. Pass the settings it was trained with, or start over."
+            )
 
 
 def write_run_config(output_dir: Path, run_config: dict[str, Any]) -> None:

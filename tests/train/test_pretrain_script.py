@@ -300,6 +300,23 @@ def test_corrupt_checkpoints_stop_the_run_with_the_remedy(tiny_images, uninterru
 
 
 @pytest.mark.slow
+def test_resume_from_another_folders_checkpoint_checks_its_run(tiny_images, uninterrupted, tmp_path):
+    """--resume PATH into a new folder continues exactly when the settings are the run's, and is refused,
+    naming the differences, when they are not (the schedule and optimiser state fit only their run)."""
+    checkpoint = uninterrupted / "checkpoints" / "epoch-0001"
+    argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--resume", str(checkpoint)]
+    with pytest.raises(ValueError, match=r"is a checkpoint of another run; .* differs in: optimizer\.lr: "):
+        load_script().main([*argv, "--output-dir", str(tmp_path / "other"), "--optimizer.lr", "0.5"])
+    reset_accelerate()
+    load_script().main([*argv, "--output-dir", str(tmp_path / "same")])
+    assert_equal_weights(final_weights(tmp_path / "same"), final_weights(uninterrupted))
+    lone = tmp_path / "lone" / "epoch-0001"
+    shutil.copytree(checkpoint, lone)
+    with pytest.raises(ValueError, match=r"has no run_config\.json, so the checkpoint cannot be checked"):
+        load_script().main([*argv[:-1], str(lone), "--output-dir", str(tmp_path / "third")])
+
+
+@pytest.mark.slow
 @pytest.mark.distributed
 def test_two_cpu_processes_keep_identical_weights(tiny_images, tmp_path):
     """Two gloo processes, each with half of every global batch, end with the same parameters.

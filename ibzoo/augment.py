@@ -73,14 +73,22 @@ class RandomGaussianBlur:
 
 
 def to_rgb_or_grey(image: Image.Image) -> Image.Image:
-    """RGB and greyscale ("L") images pass through; palette, RGBA and other modes convert to RGB.
+    """RGB and greyscale ("L") images pass through; 16-bit greyscale becomes 8-bit greyscale, scaled;
+    palette, RGBA and other modes convert to RGB.
 
     Greyscale images stay single-channel until the tensor step (:func:`to_three_channels`): every
     operation of the recipes gives a grey image's three equal channels the same values as its one
     channel (hue and saturation leave grey unchanged; tests/test_augment.py checks the views are
     identical), so working on one channel makes the same views for a third of the pixel work.
     """
-    return image if image.mode in ("RGB", "L") else image.convert("RGB")
+    if image.mode in ("RGB", "L"):
+        return image
+    if image.mode.startswith("I"):
+        # 16-bit greyscale (PIL's "I;16*", or "I" for a 16-bit PNG): PIL's convert clips every value above
+        # 255 to white; keep the top 8 of the 16 bits instead, as an 8-bit scan of the image would.
+        pixels = np.asarray(image, dtype=np.int64).clip(0, 65535) >> 8
+        return Image.fromarray(pixels.astype(np.uint8), mode="L")
+    return image.convert("RGB")
 
 
 def to_three_channels(image: torch.Tensor) -> torch.Tensor:

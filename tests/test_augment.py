@@ -20,6 +20,7 @@ from ibzoo.augment import (
     build_pretrain_transform,
     build_view_transform,
     collate,
+    to_rgb_or_grey,
     view_recipes,
     with_views,
 )
@@ -251,3 +252,19 @@ def test_with_views_single_view_and_unlabelled() -> None:
     assert set(row) == {"views"} and row["views"][0].shape == (3, 16, 16)
     batch = collate([dataset[0], dataset[1]])
     assert set(batch) == {"views"} and batch["views"][0].shape == (2, 3, 16, 16)
+
+
+@pytest.mark.parametrize("as_png", [True, False])
+def test_sixteen_bit_grey_images_are_scaled_not_clipped(tmp_path, as_png: bool) -> None:
+    """A 16-bit greyscale PNG used to become nearly all white (PIL's convert clips above 255)."""
+    levels = (np.arange(32 * 32, dtype=np.uint32).reshape(32, 32) * 64).astype(np.uint16)
+    image = Image.fromarray(levels)
+    if as_png:
+        image.save(tmp_path / "deep.png")
+        image = Image.open(tmp_path / "deep.png")
+    grey = to_rgb_or_grey(image)
+    assert grey.mode == "L"
+    np.testing.assert_array_equal(np.asarray(grey), (levels >> 8).astype(np.uint8))
+    view = build_eval_transform(32, MEAN, STD)(image)
+    eight_bit = build_eval_transform(32, MEAN, STD)(Image.fromarray((levels >> 8).astype(np.uint8)))
+    torch.testing.assert_close(view, eight_bit)

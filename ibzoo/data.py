@@ -20,6 +20,7 @@ from pathlib import Path
 
 import datasets
 import numpy as np
+from datasets.data_files import EmptyDatasetError
 from PIL import Image
 
 logger = logging.getLogger(__name__)
@@ -163,8 +164,9 @@ def _load_splits(config: DataConfig) -> dict[str, datasets.Dataset]:
         builder = "parquet" if has_parquet else "imagefolder"
         try:
             loaded = datasets.load_dataset(builder, data_dir=str(path))
-        except ValueError as error:
-            if "corresponds to no data" not in str(error):
+        except (ValueError, EmptyDatasetError) as error:
+            # An empty folder (EmptyDatasetError), or class folders without images (a ValueError).
+            if not isinstance(error, EmptyDatasetError) and "corresponds to no data" not in str(error):
                 raise
             raise FileNotFoundError(
                 f"{path} holds no images that datasets can read: an image folder holds one sub-folder per "

@@ -679,9 +679,11 @@ def test_bad_images_can_be_skipped_by_choice(folder_with_a_broken_image, caplog)
     assert re.search(r"Skipping training image \d \(.*broken\.png\): it could not be decoded", caplog.text)
 
 
-def test_class_folders_without_images_are_named(tmp_path):
+@pytest.mark.parametrize("content", ["class folder of notes", "nothing"])
+def test_folders_without_images_are_named(tmp_path, content):
     (tmp_path / "images" / "cats").mkdir(parents=True)
-    (tmp_path / "images" / "cats" / "notes.txt").write_text("no images here")
+    if content != "nothing":
+        (tmp_path / "images" / "cats" / "notes.txt").write_text("no images here")
     with pytest.raises(
         FileNotFoundError, match=r"images holds no images that datasets can read: an image folder"
     ):

@@ -1,3 +1,6 @@
+import subprocess
+import sys
+
 import pytest
 import timm
 import torch
@@ -58,3 +61,14 @@ def test_any_timm_backbone_pairs_with_any_projector():
 def test_timm_sees_the_zoo_after_import():
     assert NAME in timm.list_models("*_cifar_simclr_*")
     assert ibzoo.model_info(NAME + ".cifar10").framework == "simclr"
+
+
+def test_submodules_named_in_messages_are_reachable_from_the_package():
+    """Messages say "re-save with ibzoo.hub.save_pretrained": that works after a plain `import ibzoo`."""
+    code = (
+        "import sys, ibzoo; assert 'ibzoo.hub' not in sys.modules; print(ibzoo.hub.save_pretrained.__name__)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "save_pretrained"
+    with pytest.raises(AttributeError, match="module 'ibzoo' has no attribute 'hubb'"):
+        ibzoo.hubb  # noqa: B018

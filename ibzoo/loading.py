@@ -101,7 +101,7 @@ class Checkpoint:
                 "ibzoo projector: pass framework= and projector= to create_pretraining_model to pair it "
                 "with a new projector."
             )
-        return _recorded_configs(self.section)
+        return _recorded_configs(self.source, self.section)
 
     def zoo_configs(self, framework: str, projector: str) -> tuple[ProjectorConfig, ObjectiveConfig] | None:
         """The recorded projector and objective configs when the checkpoint is an ibzoo one of this
@@ -114,7 +114,7 @@ class Checkpoint:
         section = self.section
         if section is None or (section.get("framework"), section.get("projector")) != (framework, projector):
             return None
-        return _recorded_configs(section)
+        return _recorded_configs(self.source, section)
 
     def projector_state(self) -> tuple[dict[str, Tensor], Path]:
         """The projector's tensors (``projector.safetensors``) and the local file they were read from."""
@@ -123,10 +123,21 @@ class Checkpoint:
             return _load_safetensors(path, "projector"), path
 
 
-def _recorded_configs(section: Mapping[str, Any]) -> tuple[ProjectorConfig, ObjectiveConfig]:
-    return ProjectorConfig(**section["projector_config"]), recorded_objective_config(
-        section["objective_config"]
-    )
+def _recorded_configs(
+    source: CheckpointSource, section: Mapping[str, Any]
+) -> tuple[ProjectorConfig, ObjectiveConfig]:
+    """The projector and objective configs of config.json's ibzoo section. A wrong, unknown or missing
+    entry is the file's fault, and the error says so (not the caller's, nor a TypeError from inside)."""
+    try:
+        projector, objective = section.get("projector_config"), section.get("objective_config")
+        if not (isinstance(projector, Mapping) and isinstance(objective, Mapping)):
+            raise TypeError("projector_config and objective_config must be JSON objects")
+        return ProjectorConfig(**projector), recorded_objective_config(dict(objective))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"The {CONFIG_FILE} of {source} has an invalid ibzoo section ({error}); it was not written by "
+            "ibzoo.hub.save_pretrained, or was edited since. Re-save the checkpoint."
+        ) from None
 
 
 def load_checkpoint(source: str | CheckpointSource, name: str | None = None) -> Checkpoint:

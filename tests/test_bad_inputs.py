@@ -343,6 +343,44 @@ def _copy(folder: Path, tmp_path: Path) -> Path:
     return Path(shutil.copytree(folder, tmp_path / "copy"))
 
 
+@pytest.mark.parametrize(
+    ("change", "detail"),
+    [
+        (
+            lambda section: {
+                **section,
+                "projector_config": {**section["projector_config"], "hidden_features": "wide"},
+            },
+            "hidden_features",
+        ),
+        (
+            lambda section: {**section, "objective_config": {**section["objective_config"], "bogus": 1}},
+            "bogus",
+        ),
+        (
+            lambda section: {
+                **section,
+                "objective_config": {**section["objective_config"], "framework": "dino"},
+            },
+            "dino",
+        ),
+        (lambda section: {**section, "projector_config": [16, 8]}, "must be JSON objects"),
+        (
+            lambda section: {k: v for k, v in section.items() if k != "objective_config"},
+            "must be JSON objects",
+        ),
+    ],
+)
+def test_a_wrong_ibzoo_section_is_blamed_on_the_file(ibzoo_folder, tmp_path, change, detail):
+    folder = _copy(ibzoo_folder, tmp_path)
+    _edit_config(folder, lambda config: {**config, "ibzoo": change(config["ibzoo"])})
+    with pytest.raises(
+        CheckpointError, match=rf"config\.json of .* has an invalid ibzoo section \(.*{detail}"
+    ) as error:
+        ibzoo.create_pretraining_model(f"local-dir:{folder}", pretrained=True)
+    assert "Re-save the checkpoint" in str(error.value)
+
+
 def test_push_refuses_a_truncated_folder_before_anything_is_sent(ibzoo_folder, tmp_path, local_hub):
     folder = _copy(ibzoo_folder, tmp_path)
     weights = folder / "model.safetensors"

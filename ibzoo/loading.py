@@ -228,7 +228,7 @@ def _read_config(source: CheckpointSource) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(
-            f"{CONFIG_FILE} of {source} ({path}) is not valid JSON ({err}); re-save the checkpoint."
+            f"{CONFIG_FILE} of {source} ({path}) is not valid JSON ({err}). {_remedy_for(path)}."
         ) from None
     expected = {"architecture": str, "pretrained_cfg": dict, "model_args": dict, "ibzoo": dict}
     wrong = [
@@ -264,6 +264,15 @@ def backbone_architecture(backbone: nn.Module) -> str:
     return MODEL_INFOS[base].architecture if base in MODEL_INFOS else architecture
 
 
+def _remedy_for(path: Path) -> str:
+    """What to do about a damaged file: a download is fetched again once its cached copy is gone (the
+    cache would otherwise keep serving it), a local file is saved again."""
+    cache = Path(constants.HF_HUB_CACHE).resolve()
+    if cache in Path(path).resolve().parents:
+        return f"Download it again: delete the repo's folder under {cache} first"
+    return "Re-save the checkpoint with ibzoo.hub.save_pretrained (or copy it again)"
+
+
 def _load_safetensors(path: Path, content: str) -> dict[str, Tensor]:
     """The tensors of the safetensors file ``path``, which must hold ``content`` ("backbone", "projector")
     when its metadata says; a truncated file is named, with the remedy for where it lies."""
@@ -272,13 +281,7 @@ def _load_safetensors(path: Path, content: str) -> dict[str, Tensor]:
             found = (weights.metadata() or {}).get("content", content)
         tensors = load_file(path) if found == content else None
     except safetensors.SafetensorError as err:
-        cache = Path(constants.HF_HUB_CACHE).resolve()
-        remedy = (
-            f"Download it again: delete the repo's folder under {cache} first"
-            if cache in Path(path).resolve().parents
-            else "Re-save the checkpoint with ibzoo.hub.save_pretrained (or copy it again)"
-        )
-        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {remedy}.") from None
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {_remedy_for(path)}.") from None
     if tensors is None:
         raise CheckpointError(f"{path} holds the {found}, not the {content}; re-save the checkpoint.")
     return tensors

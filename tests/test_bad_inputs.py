@@ -426,6 +426,19 @@ def test_evaluate_refuses_non_finite_or_out_of_range_settings(capsys, flag, valu
     assert f"argument {flag}: must be a finite number" in capsys.readouterr().err
 
 
+def test_a_corrupt_config_in_the_hub_cache_says_to_clear_that_entry(ibzoo_folder, local_hub):
+    push_to_hub(ibzoo_folder, "me/cached")
+    cached = Path(hf_hub_download("me/cached", "config.json"))
+    cached.resolve().write_text("{half a file")  # the blob the cache's snapshot links to
+    with pytest.raises(
+        CheckpointError, match=r"is not valid JSON .*Download it again: delete the repo's folder"
+    ):
+        ibzoo.create_model("hf-hub:me/cached", pretrained=True)
+    repo_folder = next(p for p in cached.parents if p.name == "models--me--cached")
+    shutil.rmtree(repo_folder)  # as the message says; the Hub's copy is fine
+    assert ibzoo.create_model("hf-hub:me/cached", pretrained=True).num_features == 512
+
+
 def test_card_of_an_untagged_model_names_it_and_its_repo_not_the_zoos(ibzoo_folder, local_hub):
     card = (ibzoo_folder / "README.md").read_text()
     assert "cifar10" not in card and "ibzoo/resnet18" not in card
@@ -455,7 +468,7 @@ def test_card_fields_are_escaped(ibzoo_folder):
 def test_the_push_script_reports_a_broken_folder_in_one_line(ibzoo_folder, tmp_path):
     folder = _copy(ibzoo_folder, tmp_path)
     (folder / "config.json").write_text("{broken")
-    with pytest.raises(SystemExit, match=r"config\.json of folder .*copy.* is not valid JSON .*re-save"):
+    with pytest.raises(SystemExit, match=r"config\.json of folder .*copy.* is not valid JSON .*Re-save"):
         load_train_script("push_to_hub").main([str(folder)])
     with pytest.raises(
         SystemExit, match=r"^push_to_hub\.py: error: Cannot push .* 'bad id' is not a Hub repo id"

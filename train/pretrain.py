@@ -11,6 +11,7 @@ Running the same command again continues from the folder's last checkpoint. The 
 run_config.json, checkpoints/, log.jsonl, tensorboard/<run name>/ and, at the end, the Hub-ready model/.
 """
 
+import errno
 import logging
 import sys
 from pathlib import Path
@@ -195,20 +196,30 @@ def export_model(
     log.write({"backbone_parameter_sha256": digests}, step=step)
     model_dir = output_dir / "model"
     if accelerator.is_main_process:
-        save_pretrained(
-            accelerator.unwrap_model(module).ssl_model,
-            model_dir,
-            model_name=config.hub_model_name,
-            pretrained_cfg={  # the preprocessing trained with, for evaluation and timm's create_transform
-                "input_size": (3, config.image_size, config.image_size),
-                "mean": config.mean,
-                "std": config.std,
-                "interpolation": INTERPOLATION,
-            },
-            train_config=config.to_dict(),
-            log_file=output_dir / "log.jsonl",
-            repo_id=config.push_to_hub,
-        )
+        try:
+            save_pretrained(
+                accelerator.unwrap_model(module).ssl_model,
+                model_dir,
+                model_name=config.hub_model_name,
+                pretrained_cfg={  # the preprocessing trained with, for evaluation and timm's create_transform
+                    "input_size": (3, config.image_size, config.image_size),
+                    "mean": config.mean,
+                    "std": config.std,
+                    "interpolation": INTERPOLATION,
+                },
+                train_config=config.to_dict(),
+                log_file=output_dir / "log.jsonl",
+                repo_id=config.push_to_hub,
+            )
+        except OSError as error:
+            if error.errno != errno.ENOSPC:
+                raise
+            # Every file of the folder is written atomically, and the last step is checkpointed already.
+            raise OSError(
+                errno.ENOSPC,
+                f"No space left on device while writing {model_dir}; the run itself is complete in its last "
+                "checkpoint. Free disk space and run the same command again: it only writes the folder.",
+            ) from error
         if config.push_to_hub:
             push_to_hub(model_dir, config.push_to_hub)
     accelerator.wait_for_everyone()

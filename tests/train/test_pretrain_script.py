@@ -1,3 +1,4 @@
+import errno
 import hashlib
 import json
 import os
@@ -297,6 +298,27 @@ def test_corrupt_checkpoints_stop_the_run_with_the_remedy(tiny_images, uninterru
     argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(output_dir)]
     with pytest.raises(CorruptCheckpointError, match=r"epoch-0002 could not be loaded .*Delete that folder"):
         load_script().main(argv)
+
+
+@pytest.mark.slow
+def test_a_full_disk_during_the_export_is_named_and_running_again_writes_the_folder(
+    tiny_images, uninterrupted, tmp_path, monkeypatch
+):
+    script = load_script()
+    argv = [*RESUME_RUN, "--data.dataset", str(tiny_images), "--output-dir", str(tmp_path)]
+
+    def disk_full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(script, "save_pretrained", disk_full)
+    with pytest.raises(
+        OSError, match=r"while writing .*model; the run itself is complete in its last checkpoint"
+    ):
+        script.main(argv)
+    monkeypatch.undo()
+    reset_accelerate()
+    script.main(argv)  # resumes at its last step, trains nothing more, writes model/
+    assert_equal_weights(final_weights(tmp_path), final_weights(uninterrupted))
 
 
 @pytest.mark.slow

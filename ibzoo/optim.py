@@ -1,6 +1,6 @@
 """Optimisers and learning-rate schedules for ibzoo's self-supervised pretraining.
 
-The recipes we reproduce (SimCLR and Barlow Twins in solo-learn, which the paper's code builds on) train
+The recipes we reproduce (solo-learn's, which the paper's code builds on, for all five frameworks) train
 with LARS: SGD with momentum whose step is rescaled per parameter tensor by a trust ratio
 (You, Gitman & Ginsburg, "Large Batch Training of Convolutional Networks", arXiv 1708.03888). Biases and
 normalisation weights are excluded from both the trust ratio and weight decay, the learning rate is scaled
@@ -30,8 +30,8 @@ class LARS(torch.optim.Optimizer):
         buf = momentum * buf + local_lr / lr * d                    (buf = the first such term)
         w = w - lr * buf
 
-    With ``clip_lr`` (LARC's clip mode, solo-learn's ``clip_lr: True`` used by its SimCLR and Barlow Twins
-    recipes) the trust ratio *is* the step size and the scheduled lr only caps it; without it the trust
+    With ``clip_lr`` (LARC's clip mode, solo-learn's ``clip_lr: True`` used by every recipe of the zoo's
+    frameworks) the trust ratio *is* the step size and the scheduled lr only caps it; without it the trust
     ratio multiplies the scheduled lr as in the LARS paper. A zero-norm weight takes a plain SGD step, so
     freshly zero-initialised tensors can leave zero. Unlike solo-learn, which then also skips weight decay,
     a zero gradient still gets decay here, scaled by eta / wd. solo-learn (Projector_Theory

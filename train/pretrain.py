@@ -1,4 +1,4 @@
-"""Pretrain an ibzoo model (SimCLR or Barlow Twins with a bottleneck projector) with Hugging Face Accelerate.
+"""Pretrain an ibzoo model (a framework with a bottleneck projector) with Hugging Face Accelerate.
 
 Every hyper-parameter defaults to the model name's recipe; a YAML recipe and the command line override it.
 

@@ -405,6 +405,15 @@ def margins_over_reference(results: dict) -> str:
     return header + "\n".join(lines) + "\n" if lines else ""
 
 
+def benchmark_settings(budget: str) -> dict:
+    """Everything that makes two runs of the table comparable, as results.json records it (a resumed
+    results.json must hold the same)."""
+    settings = dict(BUDGETS[budget], budget=budget, backbone=BACKBONE)
+    settings.update(topk_latents=TOPK["latents"], topk_k=TOPK["k"], mi_weights=MI_WEIGHTS)
+    settings.update(probe="fast, L2 chosen on a held-out tenth of the training images", knn_k=200)
+    return settings
+
+
 def describe_budget(settings: dict) -> str:
     """The settings as one phrase for the model cards."""
     images = "all" if settings["subset"] is None else f"the first {settings['subset']}"
@@ -427,9 +436,7 @@ def main(argv: list[str] | None = None) -> Path:
     started = time.perf_counter()
     output_dir = args.output_dir
     results_file = output_dir / "results.json"
-    settings = dict(BUDGETS[args.budget], budget=args.budget, backbone=BACKBONE)
-    settings.update(topk_latents=TOPK["latents"], topk_k=TOPK["k"], mi_weights=MI_WEIGHTS)
-    settings.update(probe="fast, L2 chosen on a held-out tenth of the training images", knn_k=200)
+    settings = benchmark_settings(args.budget)
     if results_file.exists() and not args.resume:
         raise ValueError(
             f"{results_file} exists; pass --resume to keep its runs or pick another --output-dir."

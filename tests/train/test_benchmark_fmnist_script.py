@@ -4,6 +4,7 @@ and the Hub folders it writes loading by their zoo name (``*.fmnist``) from the 
 import json
 import shutil
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -200,3 +201,10 @@ def test_only_cells_above_the_fair_reference_are_published():
         "- Barlow Twins mlp: -0.50 ± 2.12 points (below the fair reference: no `.fmnist` Hub folder" in text
     )
     assert "- SimCLR mlp: +1.00 ± 2.83 points\n" in text
+
+
+def test_the_committed_record_continues_with_this_benchmarks_settings():
+    """README: copy train/results/fmnist.json to OUTPUT/results.json and run with --resume."""
+    script = load_train_script("benchmark_fmnist")
+    record = json.loads((Path(script.__file__).parent / "results" / "fmnist.json").read_text())
+    assert record["settings"] == script.benchmark_settings("full")

@@ -185,7 +185,7 @@ def list_models(pattern: str = "*", pretrained: bool = False, include_tags: bool
 
     ``include_tags=True`` lists every ``name.tag`` the zoo has a recipe and a Hub repo id for, published
     or not (as ``timm.list_models(include_tags=True)``); ``pretrained=True`` only the ``name.tag`` entries
-    whose weights are published on huggingface.co (``ibzoo.models.zoo.PUBLISHED``).
+    whose weights are published on huggingface.co (``ibzoo.models.publication.PUBLISHED``).
     """
     names = timm.list_models(pattern, pretrained=pretrained, include_tags=include_tags or pretrained)
     return sorted(n for n in names if split_model_name_tag(n)[0] in MODEL_INFOS)

@@ -105,14 +105,8 @@ class ObjectiveConfig:
                 f"ObjectiveConfig.momentum_base={self.momentum_base} exceeds momentum_end="
                 f"{self.momentum_end}; tau rises from base to end."
             )
-        for name in ("mi_weight", "mi_alpha"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-                raise ValueError(f"ObjectiveConfig.{name}={value!r} must be a finite number.")
-        if self.mi_weight < 0 or self.mi_alpha <= 0:
-            raise ValueError(
-                f"ObjectiveConfig: mi_weight={self.mi_weight} must be >= 0 and mi_alpha={self.mi_alpha} > 0."
-            )
+        _check_setting("mi_weight", self.mi_weight)
+        _check_setting("mi_alpha", self.mi_alpha)
 
 
 def recorded_objective_config(values: dict[str, object]) -> ObjectiveConfig:
@@ -127,7 +121,7 @@ def recorded_objective_config(values: dict[str, object]) -> ObjectiveConfig:
 
 
 def _check_setting(name: str, value: object) -> None:
-    rule = FRAMEWORK_SETTINGS[name]
+    rule = {**FRAMEWORK_SETTINGS, "mi_weight": "non-negative", "mi_alpha": "positive"}[name]
     if rule == "flag":
         if not isinstance(value, bool):
             raise ValueError(f"ObjectiveConfig.{name}={value!r} must be true or false.")

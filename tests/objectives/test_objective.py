@@ -28,8 +28,8 @@ def make_views(num_views=2, batch=6, dims1=10, dims2=4, seed=0):
     ("field", "value", "message"),
     [
         ("framework", "dino", r"framework='dino' is unknown; choose one of simclr, barlow, byol, vicreg"),
-        ("mi_weight", -1e-4, "mi_weight=-0.0001 must be >= 0"),
-        ("mi_alpha", 0.0, "mi_alpha=0.0 > 0"),
+        ("mi_weight", -1e-4, "mi_weight=-0.0001 must be a finite number >= 0"),
+        ("mi_alpha", 0.0, "mi_alpha=0.0 must be a finite number > 0"),
         ("mi_alpha", float("nan"), "mi_alpha=nan must be a finite number"),
         ("temperature", 0.0, "temperature=0.0 must be a finite number > 0"),
         ("momentum_base", 1.5, "momentum_base=1.5 must be a finite number in"),

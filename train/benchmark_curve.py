@@ -154,15 +154,13 @@ def draw_curves(curves: list[dict], reference: dict[str, float]) -> Image.Image:
         series = []
         for index, curve in enumerate(curves):
             points = curve["points"]
-            label = f"{FRAMEWORK_TITLES[curve['framework']]} {curve['projector']} ({curve['epochs']} ep.)"
+            label = f"{FRAMEWORK_TITLES[curve['framework']]} ({curve['epochs']} ep)"
             series.append(
                 Series(label, [p["step"] for p in points], [p[metric] for p in points], color=PALETTE[index])
             )
         if metric in reference:
             steps = [p["step"] for curve in curves for p in curve["points"]]
-            series.append(
-                Series("random init, fair", [0, max(steps)], [reference[metric]] * 2, color=PALETTE[3])
-            )
+            series.append(Series("random init", [0, max(steps)], [reference[metric]] * 2, color=PALETTE[3]))
         panels.append(line_chart(series, title=title, x_label="step", y_label="top-1 (%)"))
     return side_by_side(panels)
 

@@ -48,6 +48,7 @@ from ibzoo.models.datasets import DATASETS
 from ibzoo.names import PROJECTORS
 from ibzoo.plotting import PALETTE, Series, line_chart, side_by_side
 from ibzoo.training.checkpoint import CHECKPOINTS_DIR, TrainerState, backbone_weights, latest_checkpoint
+from ibzoo.training.state_files import load_state_files
 from ibzoo.weights import check_state_dict
 
 logger = logging.getLogger("benchmark_curve")
@@ -90,25 +91,23 @@ def curve_points(epochs: int) -> list[int]:
     return sorted({point for point in POINTS if point < epochs} | {epochs})
 
 
-def trained_epochs(run: Path) -> int:
-    """Epochs completed by the run's newest checkpoint (0 before the first), from its saved state."""
+def newest_state(run: Path) -> tuple[Path | None, TrainerState]:
+    """The run's newest checkpoint and the trainer state saved in it (epoch and step 0 before the first)."""
     checkpoint = latest_checkpoint(run / CHECKPOINTS_DIR)
-    if checkpoint is None:
-        return 0
     state = TrainerState()
-    state.load_state_dict(json.loads((checkpoint / "trainer.json").read_text()))
-    return state.epoch
+    if checkpoint is not None:
+        saved = load_state_files(checkpoint, "trainer")
+        state.load_state_dict({key: saved[key] for key in ("epoch", "global_step")})
+    return checkpoint, state
 
 
-def checkpoint_backbone(run: Path, name: str, image_size: int) -> tuple[torch.nn.Module, int]:
-    """The backbone of the run's newest checkpoint, with the tag's preprocessing, and its step."""
-    checkpoint = latest_checkpoint(run / CHECKPOINTS_DIR)
+def checkpoint_backbone(checkpoint: Path, name: str, image_size: int) -> torch.nn.Module:
+    """The backbone saved in ``checkpoint``, with the tag's preprocessing."""
     backbone = ibzoo.create_model(name, pretrained_cfg_overlay=dict(input_size=(3, image_size, image_size)))
     weights = backbone_weights(checkpoint)
     check_state_dict(weights, backbone.state_dict(), str(checkpoint / "model.safetensors"))
     backbone.load_state_dict(weights)
-    state = json.loads((checkpoint / "trainer.json").read_text())
-    return backbone, state["global_step"]
+    return backbone
 
 
 def record_point(curves_file: Path, settings: dict, key: dict, point: dict | None = None) -> dict:
@@ -182,7 +181,7 @@ def main(argv: list[str] | None = None) -> Path:
         if any(p["epoch"] == point for p in record_point(curves_file, settings, key)["points"]):
             continue
         began = time.perf_counter()
-        done = trained_epochs(run)
+        done = newest_state(run)[1].epoch
         if done > point:  # an interrupted earlier invocation trained past it: that checkpoint is gone
             logger.warning(
                 "%s: epoch %d was not scored before the run went on to %d; skipped", run, point, done
@@ -199,7 +198,8 @@ def main(argv: list[str] | None = None) -> Path:
                 folder=run,
                 extra_args=("--max-epochs-this-run", str(point - done)),
             )
-        backbone, step = checkpoint_backbone(run, name, settings["image_size"])
+        checkpoint, state = newest_state(run)
+        backbone, step = checkpoint_backbone(checkpoint, name, settings["image_size"]), state.global_step
         trained = time.perf_counter()
         scores = evaluate_backbone(backbone, train_data, test_data, protocol="fast", seed=args.seed)
         scored = dict(

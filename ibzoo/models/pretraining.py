@@ -66,15 +66,15 @@ class SSLModel(nn.Module):
                 f"The backbone has a {backbone.num_classes}-way classifier; build it with num_classes=0 "
                 "so that it returns pooled features."
             )
-        self.framework = get_framework(objective_config.framework)
+        framework = get_framework(objective_config.framework)
         self.backbone = backbone
         self.projector = build_projector(backbone.num_features, projector_config)
-        predictor = self.framework.predictor_config(
+        predictor = framework.predictor_config(
             self.projector.out_features, objective_config.predictor_hidden
         )
         self.predictor = build_projector(self.projector.out_features, predictor) if predictor else None
         self.target_backbone = self.target_projector = None
-        if self.framework.has_target:
+        if framework.has_target:
             # Same structure as the online network (top-k layers included): the EMA pairs by position.
             self.target_backbone = copy.deepcopy(backbone).requires_grad_(False)
             self.target_projector = copy.deepcopy(self.projector).requires_grad_(False)

@@ -69,9 +69,7 @@ class SSLModel(nn.Module):
         framework = get_framework(objective_config.framework)
         self.backbone = backbone
         self.projector = build_projector(backbone.num_features, projector_config)
-        predictor = framework.predictor_config(
-            self.projector.out_features, objective_config.predictor_hidden
-        )
+        predictor = framework.predictor_config(self.projector.out_features, objective_config.predictor_hidden)
         self.predictor = build_projector(self.projector.out_features, predictor) if predictor else None
         self.target_backbone = self.target_projector = None
         if framework.has_target:

@@ -21,6 +21,7 @@ from huggingface_hub import errors as hf_errors
 from timm.models import get_pretrained_cfg, split_model_name_tag
 from torch import nn
 
+from ibzoo.hub_requests import HUB_ERRORS, HubFailure, hub_failure, time_limits
 from ibzoo.models.catalog import MODEL_INFOS
 from ibzoo.models.publication import is_unpublished, not_published_error, tag_repo_id
 from ibzoo.version import __version__
@@ -95,13 +96,14 @@ class CheckpointSource:
         """The local path of ``filename`` (downloaded into the Hugging Face cache for a repo)."""
         if self.folder is None:
             try:
-                path = hf_hub_download(
-                    self.repo_id,
-                    filename,
-                    revision=self.revision,
-                    library_name="ibzoo",
-                    library_version=__version__,
-                )
+                with time_limits():
+                    path = hf_hub_download(
+                        self.repo_id,
+                        filename,
+                        revision=self.revision,
+                        library_name="ibzoo",
+                        library_version=__version__,
+                    )
             except hf_errors.RemoteEntryNotFoundError:
                 raise PretrainedWeightsUnavailableError(f"{self} has no {filename}. {_REPUBLISH}") from None
             return Path(path)
@@ -143,15 +145,25 @@ def _where_else() -> str:
     )
 
 
-def _http_status(error: BaseException) -> int | None:
-    """The HTTP status behind ``error`` (huggingface_hub wraps a failed request in a cache miss), if any."""
-    seen = error
-    while seen is not None:
-        status = getattr(getattr(seen, "response", None), "status_code", None)
-        if status is not None:
-            return status
-        seen = seen.__cause__ or seen.__context__
-    return None
+def _why_not(failure: HubFailure) -> str:
+    """Why a download failed, and what to do, in a few words."""
+    if failure.kind == "offline":
+        return (
+            "huggingface_hub is offline (HF_HUB_OFFLINE=1) and they are not in its cache; run once online "
+            "to fill the cache"
+        )
+    if failure.kind == "timeout":
+        return failure.detail.rstrip(".")
+    if failure.kind == "server_error":
+        return (
+            f"{constants.ENDPOINT} answered HTTP {failure.status}, a server error, and they are not cached; "
+            "try again later"
+        )
+    if failure.kind == "unreachable":
+        return f"{constants.ENDPOINT} could not be reached and they are not cached; check the connection"
+    if failure.kind == "unauthorized":
+        return f"{constants.ENDPOINT} refused access (HTTP {failure.status}); log in with `hf auth login`"
+    return failure.detail
 
 
 @contextlib.contextmanager
@@ -166,25 +178,6 @@ def explained_errors(model_name: str, source: CheckpointSource | None, what: str
             f"{model_name!r}: {repo!r} is not a valid Hub repo id ({err}); name a repo as "
             "'hf-hub:org/name' or 'hf-hub:org/name@revision'."
         ) from None
-    except (hf_errors.OfflineModeIsEnabled, hf_errors.LocalEntryNotFoundError) as err:
-        status = _http_status(err)
-        if constants.is_offline_mode():
-            reason = (
-                "huggingface_hub is offline (HF_HUB_OFFLINE=1) and they are not in its cache; run once "
-                "online to fill the cache"
-            )
-        elif status is not None and status >= 500:
-            reason = (
-                f"{constants.ENDPOINT} answered HTTP {status}, a server error, and they are not cached; try "
-                "again later"
-            )
-        else:
-            reason = (
-                f"{constants.ENDPOINT} could not be reached and they are not cached; check the connection"
-            )
-        raise PretrainedWeightsUnavailableError(
-            f"Could not get the {what} of {model_name!r} from {where}: {reason}. {_where_else()}"
-        ) from err
     except hf_errors.RepositoryNotFoundError as err:
         if is_unpublished(model_name):
             raise not_published_error(model_name, f"{where} does not exist") from err
@@ -197,9 +190,9 @@ def explained_errors(model_name: str, source: CheckpointSource | None, what: str
             f"Could not get the {what} of {model_name!r}: {where} has no such revision; use a branch, tag or "
             f"commit id that exists, e.g. 'hf-hub:{source.repo_id if source else 'org/repo'}@main'."
         ) from err
-    except hf_errors.HfHubHTTPError as err:
+    except HUB_ERRORS as err:
         raise PretrainedWeightsUnavailableError(
-            f"Could not get the {what} of {model_name!r} from {where}: {str(err).splitlines()[0]}. "
+            f"Could not get the {what} of {model_name!r} from {where}: {_why_not(hub_failure(err))}. "
             f"{_where_else()}"
         ) from err
     except safetensors.SafetensorError as err:

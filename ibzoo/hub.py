@@ -48,6 +48,7 @@ from ibzoo.checkpoint_source import (
     PretrainedWeightsUnavailableError,
 )
 from ibzoo.factory import create_pretraining_model
+from ibzoo.hub_requests import HUB_ERRORS, HubFailure, hub_failure, time_limits
 from ibzoo.loading import backbone_architecture, load_checkpoint
 from ibzoo.model_card import render_model_card
 from ibzoo.models.catalog import MODEL_INFOS, projector_kind
@@ -61,10 +62,6 @@ __all__ = ["CARD_FILE", "CURVES_FILE", "check_folder", "push_to_hub", "save_pret
 
 logger = logging.getLogger(__name__)
 
-# A refused connection or a timeout raises the HTTP client's own error (httpx's in huggingface_hub 1.x,
-# httpx2's in 2.x), which huggingface_hub exports under no public name; its public HfHubHTTPError (error
-# statuses) is defined as a subclass of that client's base error, so the base is taken from there.
-_HTTP_CLIENT_ERROR: type[Exception] = hf_errors.HfHubHTTPError.__bases__[0]
 CARD_FILE = "README.md"
 CURVES_FILE = "training_curves.png"
 
@@ -235,45 +232,48 @@ def push_to_hub(
     ]
     api = HfApi(token=token, library_name="ibzoo", library_version=__version__)
     try:
-        repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # with its namespace
-        # The card in the folder names the repo save_pretrained was told of; the pushed one names this repo.
-        curves_file = CURVES_FILE if (folder / CURVES_FILE).is_file() else None
-        card = render_model_card(config, repo_id=repo_id, curves_file=curves_file)
-        operations.append(CommitOperationAdd(CARD_FILE, str(card).encode()))
-        if revision is not None and not create_pr:
-            api.create_branch(repo_id, branch=revision, exist_ok=True)
-        commit = api.create_commit(
-            repo_id,
-            operations,
-            revision=revision,
-            commit_message=commit_message or f"Upload {model_name} (ibzoo {__version__})",
-            create_pr=create_pr,
-        )
-    except hf_errors.OfflineModeIsEnabled as err:
-        raise ConnectionError(
-            f"Cannot push {folder} to {repo_id}: huggingface_hub is offline; unset HF_HUB_OFFLINE."
-        ) from err
-    except (hf_errors.HfHubHTTPError, _HTTP_CLIENT_ERROR) as err:
-        status = getattr(getattr(err, "response", None), "status_code", None)
-        first_line = str(err).splitlines()[0]
-        again = f"push it again with `python train/push_to_hub.py {folder} --repo-id {repo_id}`"
-        if status in (401, 403):
-            cause = "not allowed: log in with `hf auth login` or set HF_TOKEN to a token with write access"
-            remedy = f"The folder is unchanged: {again}."
-        elif status is None:  # no answer: a connection error
-            cause = f"{constants.ENDPOINT} could not be reached: {first_line}"
-            remedy = f"The folder is unchanged: check the connection (or HF_ENDPOINT), then {again}."
-        elif status >= 500:
-            cause = f"the Hub answered HTTP {status}, a server error: {first_line}"
-            remedy = f"The folder is unchanged: {again} later."
-        else:
-            cause = f"the Hub refused the request: {first_line}"
-            remedy = "The folder is unchanged; pushed again as it is, it fails alike: fix what the Hub names."
-        raise ConnectionError(
-            f"Pushing {folder} to {repo_id} at {constants.ENDPOINT} failed ({cause}). {remedy}"
-        ) from err
+        with time_limits():
+            repo_id = api.create_repo(repo_id, private=private, exist_ok=True).repo_id  # with its namespace
+            # The card in the folder names the repo save_pretrained was told of; the pushed one, this repo.
+            curves_file = CURVES_FILE if (folder / CURVES_FILE).is_file() else None
+            card = render_model_card(config, repo_id=repo_id, curves_file=curves_file)
+            operations.append(CommitOperationAdd(CARD_FILE, str(card).encode()))
+            if revision is not None and not create_pr:
+                api.create_branch(repo_id, branch=revision, exist_ok=True)
+            commit = api.create_commit(
+                repo_id,
+                operations,
+                revision=revision,
+                commit_message=commit_message or f"Upload {model_name} (ibzoo {__version__})",
+                create_pr=create_pr,
+            )
+    except HUB_ERRORS as err:
+        raise ConnectionError(_push_failed(folder, repo_id, hub_failure(err))) from err
     logger.info("Pushed %s to %s", folder, commit.pr_url or commit.commit_url)
     return commit.commit_url
+
+
+def _push_failed(folder: Path, repo_id: str, failure: HubFailure) -> str:
+    """The message of a failed push: what the Hub did, and that the folder is unchanged."""
+    again = f"push it again with `python train/push_to_hub.py {folder} --repo-id {repo_id}`"
+    if failure.kind == "offline":
+        return f"Cannot push {folder} to {repo_id}: huggingface_hub is offline; unset HF_HUB_OFFLINE."
+    if failure.kind == "unauthorized":
+        cause = "not allowed: log in with `hf auth login` or set HF_TOKEN to a token with write access"
+        remedy = f"The folder is unchanged: {again}."
+    elif failure.kind == "timeout":
+        cause = failure.detail.rstrip(".")
+        remedy = f"The folder is unchanged: {again}."
+    elif failure.kind == "unreachable":
+        cause = f"{constants.ENDPOINT} could not be reached: {failure.detail}"
+        remedy = f"The folder is unchanged: check the connection (or HF_ENDPOINT), then {again}."
+    elif failure.kind == "server_error":
+        cause = f"the Hub answered HTTP {failure.status}, a server error: {failure.detail}"
+        remedy = f"The folder is unchanged: {again} later."
+    else:
+        cause = f"the Hub refused the request: {failure.detail}"
+        remedy = "The folder is unchanged; pushed again as it is, it fails alike: fix what the Hub names."
+    return f"Pushing {folder} to {repo_id} at {constants.ENDPOINT} failed ({cause}). {remedy}"
 
 
 def check_folder(folder: str | Path) -> dict[str, Any]:

@@ -16,6 +16,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -536,6 +537,67 @@ def test_a_push_the_hub_refuses_is_not_worth_repeating(ibzoo_folder, local_hub, 
         ConnectionError, match=r"the Hub refused the request: .*fails alike: fix what the Hub names"
     ):
         push_to_hub(ibzoo_folder, "me/refused")
+
+
+@pytest.fixture
+def one_second_hub_limit(monkeypatch):
+    """ibzoo's Hub time limit at 1 s, and huggingface_hub's back-off between retries skipped."""
+    monkeypatch.setenv("IBZOO_HUB_TIMEOUT", "1")
+    monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)
+
+
+@pytest.mark.parametrize(
+    ("fault", "path", "message"),
+    [
+        ("silent", "", r"did not answer HEAD \S*config.json within 1 s"),
+        ("stall", "model.safetensors", r"did not answer GET \S*model.safetensors within 1 s"),
+        ("trickle", "model.safetensors", r"sent \S*model.safetensors at \d+ bytes/s"),
+        ("cut", "model.safetensors", r"failed GET \S*model.safetensors 3 times in a row"),
+    ],
+)
+def test_a_hub_that_misbehaves_is_given_up_on_naming_it(
+    fault, path, message, ibzoo_folder, local_hub, one_second_hub_limit
+):
+    repo = f"me/faulty-{fault}"
+    push_to_hub(ibzoo_folder, repo)
+    began = time.monotonic()
+    with (
+        local_hub.fault(fault, path),
+        pytest.raises(PretrainedWeightsUnavailableError, match=message) as info,
+    ):
+        ibzoo.create_model(f"hf-hub:{repo}", pretrained=True)
+    assert time.monotonic() - began < 20  # without the limits: forever
+    assert f"The Hub at {local_hub.endpoint}" in str(info.value) and "IBZOO_HUB_TIMEOUT=SECONDS" in str(
+        info.value
+    )
+    assert ibzoo.create_model(f"hf-hub:{repo}", pretrained=True).num_features == 512  # the Hub is fixed
+
+
+@pytest.mark.parametrize("path", ["/api/repos/create", "/commit/"])
+def test_a_push_to_a_hub_that_never_answers_ends_leaving_the_folder(
+    path, ibzoo_folder, tmp_path, local_hub, one_second_hub_limit
+):
+    folder = _copy(ibzoo_folder, tmp_path)
+    before = {file.name: file.read_bytes() for file in folder.iterdir()}
+    began = time.monotonic()
+    with (
+        local_hub.fault("silent", path),
+        pytest.raises(
+            ConnectionError, match=r"did not answer .*within 1 s.*The folder is unchanged: push it again"
+        ),
+    ):
+        push_to_hub(folder, "me/never-answers")
+    assert time.monotonic() - began < 20
+    assert {file.name: file.read_bytes() for file in folder.iterdir()} == before
+
+
+@pytest.mark.parametrize("value", ["soon", "0", "-5", "nan", "inf"])
+def test_a_bad_hub_time_limit_is_named(value, monkeypatch, local_hub):
+    monkeypatch.setenv("IBZOO_HUB_TIMEOUT", value)
+    with pytest.raises(
+        ValueError, match=rf"IBZOO_HUB_TIMEOUT='{value}' must be a positive number of seconds"
+    ):
+        ibzoo.create_model("hf-hub:me/any-repo", pretrained=True)
 
 
 def test_a_truncated_local_overlay_file_is_named_without_blaming_the_hub(ibzoo_folder, tmp_path):

@@ -11,17 +11,23 @@ sends "lfs" files through the Xet protocol, which this server does not speak. Do
 weight files like the Hub describes Git LFS files (``X-Linked-Etag`` = sha256), so the client's cache
 looks as it does after a real download. Authorization headers are accepted and ignored.
 
+For testing a client's time limits, :meth:`LocalHub.fault` makes it misbehave as a broken network or
+server would: never answer, stall after the headers, trickle a file, or cut every copy of a file short.
+
 Run standalone with ``python -m ibzoo.testing.local_hub --root DIR --port N``.
 """
 
 import argparse
 import base64
+import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
 import re
 import shutil
 import threading
+from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -46,6 +52,18 @@ def _lfs_metadata(name: str, entry: FileEntry) -> dict | None:
     return {"size": entry.size, "pointerSize": len(pointer)}
 
 
+FAULTS = ("silent", "stall", "trickle", "cut")
+
+
+@dataclasses.dataclass
+class _Fault:
+    """How requests whose path contains ``path`` misbehave (see :meth:`LocalHub.fault`)."""
+
+    kind: str
+    path: str
+    released: threading.Event = dataclasses.field(default_factory=threading.Event)
+
+
 class _HubServer(ThreadingHTTPServer):
     daemon_threads = True
 
@@ -53,6 +71,7 @@ class _HubServer(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", port), _HubRequestHandler)
         self.storage = storage
         self.request_log = request_log
+        self.fault: _Fault | None = None
         self.endpoint = f"http://127.0.0.1:{self.server_address[1]}"
 
 
@@ -63,6 +82,9 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.server.request_log.append((self.command, self.path))
+        if (fault := self._fault()) is not None and fault.kind == "silent":
+            fault.released.wait()  # the connection was accepted; no answer ever comes
+            return
         url = urlsplit(self.path)
         try:
             self._route(url.path, parse_qs(url.query))
@@ -73,6 +95,10 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             self._send_error(HubError(500, f"{type(error).__name__}: {error}"))
 
     do_HEAD = do_POST = do_GET
+
+    def _fault(self) -> _Fault | None:
+        fault = self.server.fault
+        return fault if fault is not None and fault.path in self.path else None
 
     def log_message(self, format: str, *args: object) -> None:
         logger.debug("%s %s", self.address_string(), format % args)
@@ -178,9 +204,26 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
                 {"ETag": linked_etag, "X-Linked-Etag": linked_etag, "X-Linked-Size": str(entry.size)}
             )
         self._send_headers(200, "application/octet-stream", headers)
-        if self.command == "GET":
-            with self.server.storage.blob_path(repo_type, repo_id, entry.sha256).open("rb") as blob:
-                shutil.copyfileobj(blob, self.wfile)
+        if self.command != "GET":
+            return
+        blob = self.server.storage.blob_path(repo_type, repo_id, entry.sha256)
+        if (fault := self._fault()) is not None:
+            return self._send_faulty_body(fault, blob.read_bytes())
+        with blob.open("rb") as file:
+            shutil.copyfileobj(file, self.wfile)
+
+    def _send_faulty_body(self, fault: _Fault, body: bytes) -> None:
+        if fault.kind == "stall":
+            self.wfile.flush()
+            fault.released.wait()
+        elif fault.kind == "trickle":
+            for offset in range(len(body)):
+                if fault.released.wait(0.05):
+                    return
+                self.wfile.write(body[offset : offset + 1])
+                self.wfile.flush()
+        elif fault.kind == "cut":  # Range requests get the same: the whole file, cut short
+            self.wfile.write(body[: len(body) // 2])
 
     def _read_body(self) -> bytes:
         return self.rfile.read(int(self.headers.get("Content-Length", 0)))
@@ -289,10 +332,34 @@ class LocalHub:
         logger.info("Local Hub serving %s at %s", self.root, self.endpoint)
         return self
 
+    @contextlib.contextmanager
+    def fault(self, kind: str, path: str = "") -> Iterator[None]:
+        """Within this block, misbehave on every request whose path contains ``path``:
+
+        - ``"silent"``: accept the connection and never answer;
+        - ``"stall"``: send a file's headers, then nothing;
+        - ``"trickle"``: send a file's body one byte every 50 ms;
+        - ``"cut"``: send half of a file's body and close, on every request.
+
+        Requests held by a fault are let go (their connections closed) when the block ends.
+        """
+        if kind not in FAULTS:
+            raise ValueError(f"LocalHub.fault: unknown fault {kind!r}; choose one of {', '.join(FAULTS)}.")
+        if self._server is None:
+            raise ValueError("LocalHub.fault needs a running server: call start() first.")
+        self._server.fault = fault = _Fault(kind, path)
+        try:
+            yield
+        finally:
+            self._server.fault = None
+            fault.released.set()
+
     def stop(self) -> None:
         """Stop serving and free the port (a no-op when not running)."""
         if self._server is None:
             return
+        if self._server.fault is not None:
+            self._server.fault.released.set()
         self._server.shutdown()
         self._server.server_close()
         self._thread.join()

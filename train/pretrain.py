@@ -49,6 +49,7 @@ from ibzoo.training import (
     flat_hparams,
     parse_pretrain_args,
     replica_digests,
+    upgraded_run_config,
     write_run_config,
 )
 
@@ -244,7 +245,7 @@ def main(argv: list[str] | None = None) -> Path:
 def pretrain(config: PretrainConfig, accelerator: Accelerator, output_dir: Path) -> Path:
     """The run in its claimed output folder (see :func:`main`)."""
     # Setup: data, model, optimiser and schedule, resumed from the last checkpoint.
-    check_output_dir(output_dir, config.identity(), config.resume)
+    check_output_dir(output_dir, config.identity(), config.resume, upgrade=upgraded_run_config)
     set_seed(config.seed)
 
     data = build_training_data(config, accelerator)

@@ -21,7 +21,12 @@ from ibzoo.training.checkpoint import (
     checkpoint_name,
     write_run_config,
 )
-from ibzoo.training.config import PretrainConfig, parse_pretrain_args, pretrain_config_from_overrides
+from ibzoo.training.config import (
+    PretrainConfig,
+    parse_pretrain_args,
+    pretrain_config_from_overrides,
+    upgraded_run_config,
+)
 from ibzoo.training.loader import build_pretrain_loader
 from ibzoo.training.loop import (
     Pretrainer,
@@ -54,5 +59,6 @@ __all__ = [
     "parse_pretrain_args",
     "pretrain_config_from_overrides",
     "replica_digests",
+    "upgraded_run_config",
     "write_run_config",
 ]

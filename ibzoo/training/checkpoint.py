@@ -39,6 +39,7 @@ import os
 import random
 import shutil
 import socket
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -202,8 +203,10 @@ class OutputDirLock:
             self._file.close()
 
 
-def _run_differences(run_dir: Path, identity: dict[str, Any]) -> list[str] | None:
-    """How ``run_dir``'s ``run_config.json`` differs from ``identity``; None when it has none."""
+def _run_differences(
+    run_dir: Path, identity: dict[str, Any], upgrade: Callable[[dict[str, Any]], dict[str, Any]]
+) -> list[str] | None:
+    """How ``run_dir``'s ``run_config.json``, upgraded, differs from ``identity``; None when it has none."""
     saved_file = run_dir / RUN_CONFIG_FILE
     if not saved_file.is_file():
         return None
@@ -211,10 +214,16 @@ def _run_differences(run_dir: Path, identity: dict[str, Any]) -> list[str] | Non
         saved = json.loads(saved_file.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{saved_file} is not valid JSON ({error}); restore or delete it.") from None
+    saved = upgrade(saved) if isinstance(saved, dict) else {}
     return _differences({key: saved.get(key) for key in identity}, identity)
 
 
-def check_output_dir(output_dir: Path, identity: dict[str, Any], resume: str) -> None:
+def check_output_dir(
+    output_dir: Path,
+    identity: dict[str, Any],
+    resume: str,
+    upgrade: Callable[[dict[str, Any]], dict[str, Any]] = dict,
+) -> None:
     """Refuse an output folder that holds another run, or a checkpoint to resume from that belongs to
     another run (it only reads: call it on every process).
 
@@ -224,12 +233,14 @@ def check_output_dir(output_dir: Path, identity: dict[str, Any], resume: str) ->
             (:meth:`ibzoo.training.config.PretrainConfig.identity`), compared with ``run_config.json``.
         resume: "auto", "never" or a checkpoint path; "never" refuses a folder that holds checkpoints, and
             a path's run folder (``RUN/checkpoints/NAME``) must hold the same run's ``run_config.json``.
+        upgrade: Brings a ``run_config.json`` that an older ibzoo wrote to today's form before comparing
+            (:func:`ibzoo.training.config.upgraded_run_config`), so an upgrade does not orphan a run.
 
     Raises:
         ValueError: The folder holds another run, or checkpoints that "never" would overwrite, or the
             checkpoint to resume from is another run's (or cannot be checked).
     """
-    differences = _run_differences(output_dir, identity)
+    differences = _run_differences(output_dir, identity, upgrade)
     if differences:
         raise ValueError(
             f"{output_dir} holds another run; its {RUN_CONFIG_FILE} differs in: {'; '.join(differences)}."
@@ -248,7 +259,7 @@ def check_output_dir(output_dir: Path, identity: dict[str, Any], resume: str) ->
     if resume not in ("auto", "never"):
         # The schedule, optimiser state and weights of a checkpoint fit only the run that wrote it.
         source_run = Path(resume).resolve().parent.parent
-        differences = _run_differences(source_run, identity)
+        differences = _run_differences(source_run, identity, upgrade)
         if differences is None:
             raise ValueError(
                 f"--resume {resume}: its run folder {source_run} has no {RUN_CONFIG_FILE}, so the checkpoint "

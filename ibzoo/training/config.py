@@ -13,6 +13,7 @@ timm ``pretrained_cfg`` (input size, mean, std). Precedence, lowest first::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import json
 from collections.abc import Mapping
@@ -26,9 +27,10 @@ from ibzoo.data import DataConfig
 from ibzoo.models.catalog import ModelInfo, get_model_info
 from ibzoo.models.datasets import DATASETS
 from ibzoo.names import REPO_ID
-from ibzoo.objectives import ObjectiveConfig
+from ibzoo.objectives import ObjectiveConfig, recorded_objective_config
 from ibzoo.optim import OptimizerConfig
 from ibzoo.projectors import ProjectorConfig
+from ibzoo.training.checkpoint import RUN_CONFIG_FILE
 from ibzoo.training.cli import (
     add_dataclass_arguments,
     check_keys,
@@ -40,7 +42,13 @@ from ibzoo.training.cli import (
 )
 from ibzoo.training.loader import default_num_workers
 
-__all__ = ["RESUMABLE_CHANGES", "PretrainConfig", "parse_pretrain_args", "pretrain_config_from_overrides"]
+__all__ = [
+    "RESUMABLE_CHANGES",
+    "PretrainConfig",
+    "parse_pretrain_args",
+    "pretrain_config_from_overrides",
+    "upgraded_run_config",
+]
 
 MixedPrecision = Literal["no", "fp16", "bf16"]
 
@@ -223,6 +231,23 @@ class PretrainConfig:
     def identity(self) -> dict[str, Any]:
         """:meth:`to_dict` without :data:`RESUMABLE_CHANGES`: equal for every invocation of one run."""
         return {key: value for key, value in self.to_dict().items() if key not in RESUMABLE_CHANGES}
+
+
+def upgraded_run_config(saved: dict[str, Any]) -> dict[str, Any]:
+    """``run_config.json`` of a run that an older ibzoo started, in today's form, to compare with a resumed
+    invocation: projector settings added since at their defaults (which is what those runs did), and the
+    settings of other frameworks that ibzoo recorded before the framework files dropped, as loading a
+    checkpoint does (:func:`ibzoo.objectives.recorded_objective_config`). A section that does not parse is
+    left as it is, so that its difference is reported."""
+    upgraded = dict(saved)
+    for key, build in (
+        ("projector", lambda values: from_dict(ProjectorConfig, values, RUN_CONFIG_FILE)),
+        ("objective", recorded_objective_config),
+    ):
+        if isinstance(saved.get(key), dict):
+            with contextlib.suppress(TypeError, ValueError):
+                upgraded[key] = json.loads(json.dumps(dataclasses.asdict(build(saved[key]))))
+    return upgraded
 
 
 def _check_framework(model: str, info: ModelInfo, framework: str) -> None:

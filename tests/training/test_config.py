@@ -6,7 +6,13 @@ import pytest
 
 import ibzoo
 from ibzoo.models.datasets import DATASETS
-from ibzoo.training.config import RESUMABLE_CHANGES, PretrainConfig, parse_pretrain_args
+from ibzoo.training.checkpoint import check_output_dir, write_run_config
+from ibzoo.training.config import (
+    RESUMABLE_CHANGES,
+    PretrainConfig,
+    parse_pretrain_args,
+    upgraded_run_config,
+)
 
 RECIPES = Path(__file__).parents[2] / "train" / "recipes"
 MODEL = "resnet18_cifar_simclr_topk"
@@ -229,3 +235,27 @@ def test_recipes_cover_every_framework_and_tag_of_the_zoo():
         for t in ibzoo.model_info(n).pretrained_tags
     }
     assert {tuple(path.stem.split("_")) for path in RECIPES.glob("*.yaml")} == pairs
+
+
+def test_a_run_an_older_ibzoo_started_still_resumes_and_another_run_is_still_refused(tmp_path):
+    argv = [
+        "--model",
+        "resnet18_barlow_mlp.fmnist",
+        "--data.dataset",
+        "data/f",
+        "--output-dir",
+        str(tmp_path),
+    ]
+    config = parse_pretrain_args(argv)
+    older = config.to_dict()
+    # Before the framework files ibzoo recorded every framework's settings, and ProjectorConfig had no
+    # bias / out_batch_norm fields.
+    older["objective"].update(temperature=0.2)
+    del older["projector"]["bias"], older["projector"]["out_batch_norm"]
+    write_run_config(tmp_path, older)
+    with pytest.raises(ValueError, match=r"objective.temperature: 0.2 -> None; projector.bias: None -> True"):
+        check_output_dir(tmp_path, config.identity(), "auto")  # compared as written
+    check_output_dir(tmp_path, config.identity(), "auto", upgrade=upgraded_run_config)
+    changed = parse_pretrain_args([*argv, "--optimizer.lr", "0.1", "--no-projector.bias"])
+    with pytest.raises(ValueError, match=r"optimizer.lr: 0.3 -> 0.1; projector.bias: True -> False"):
+        check_output_dir(tmp_path, changed.identity(), "auto", upgrade=upgraded_run_config)

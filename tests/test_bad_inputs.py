@@ -657,6 +657,48 @@ def test_a_settings_mistake_is_one_argparse_style_line(tmp_path, capsys):
     )
 
 
+@pytest.mark.parametrize(
+    ("recipe", "message"),
+    [
+        ("optimizer: {lr: fast}", "optimizer.lr='fast' must be a number."),
+        ("optimizer: 5", "optimizer=5 must be a mapping of settings."),
+        (
+            "projector: {hidden_features: [a, b]}",
+            "projector.hidden_features=['a', 'b'] must be a list of integers.",
+        ),
+        ("mixed_precision: fp8", "mixed_precision='fp8' must be one of 'no', 'fp16', 'bf16'."),
+        (
+            "optimizer: {weight_decay: 1e-4}",
+            "optimizer.weight_decay='1e-4' must be a number (YAML reads 1e-4 as",
+        ),
+        ("epochs: -3", "PretrainConfig.epochs=-3 must be a positive integer."),
+        ("objective: {temperature: -1}", "ObjectiveConfig.temperature=-1 must be a finite number > 0."),
+    ],
+)
+def test_a_wrong_value_in_a_recipe_is_blamed_on_the_recipe(tmp_path, capsys, recipe, message):
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text(recipe + "\n")
+    with pytest.raises(SystemExit) as exit_info:
+        load_train_script("pretrain").main(
+            [*PRETRAIN, "--output-dir", str(tmp_path), "--recipe", str(recipe_file)]
+        )
+    assert exit_info.value.code == 2
+    assert capsys.readouterr().err.strip().startswith(f"pretrain.py: error: recipe {recipe_file}: {message}")
+
+
+def test_a_wrong_value_on_the_command_line_beside_a_good_recipe_is_not_blamed_on_it(tmp_path, capsys):
+    recipe_file = tmp_path / "recipe.yaml"
+    recipe_file.write_text("epochs: 30\n")
+    with pytest.raises(SystemExit):
+        load_train_script("pretrain").main(
+            [*PRETRAIN, "--output-dir", str(tmp_path), "--recipe", str(recipe_file), "--epochs", "0"]
+        )
+    assert (
+        capsys.readouterr().err.strip()
+        == "pretrain.py: error: PretrainConfig.epochs=0 must be a positive integer."
+    )
+
+
 @pytest.mark.parametrize("flag", ["--optimizer.lr", "--optimizer.weight-decay", "--objective.temperature"])
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
 def test_a_non_finite_setting_is_refused_naming_it(tmp_path, capsys, flag, value):

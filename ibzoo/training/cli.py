@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import collections.abc
 import dataclasses
 import difflib
 import inspect
@@ -42,6 +43,7 @@ __all__ = [
     "add_model_source_arguments",
     "add_run_arguments",
     "check_keys",
+    "check_types",
     "data_config_from_args",
     "finite_float",
     "from_dict",
@@ -192,6 +194,64 @@ def check_keys(cls: type, values: Mapping[str, Any], source: str, path: str = ""
             check_keys(nested, value, source, f"{path}{key}.")
 
 
+_PLURALS = {"an integer": "integers", "a number": "numbers", "a string": "strings", "a path": "paths"}
+
+
+def _expected(annotation: Any, value: Any) -> str | None:
+    """What ``annotation`` asks for, in words, when ``value`` is not one; None when it is."""
+    inner, optional = _unwrap_optional(annotation)
+    if value is None:
+        return None if optional or inner is Any else "a value, not null"
+    origin, args = typing.get_origin(inner), typing.get_args(inner)
+    if origin is typing.Literal:
+        return None if value in args else f"one of {', '.join(repr(arg) for arg in args)}"
+    if origin in (tuple, list, collections.abc.Sequence) and args:
+        item = args[0]
+        items = _expected(item, object()) or "values"
+        items = _PLURALS.get(items, items)
+        if not isinstance(value, (list, tuple)):
+            return f"a list of {items}"
+        return f"a list of {items}" if any(_expected(item, element) for element in value) else None
+    if dataclasses.is_dataclass(inner):
+        return None if isinstance(value, Mapping) else "a mapping of settings"
+    checks = {
+        bool: (lambda v: isinstance(v, bool), "true or false"),
+        int: (lambda v: isinstance(v, int) and not isinstance(v, bool), "an integer"),
+        float: (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool), "a number"),
+        str: (lambda v: isinstance(v, str), "a string"),
+        Path: (lambda v: isinstance(v, (str, Path)), "a path"),
+    }
+    if inner in checks:
+        accepts, words = checks[inner]
+        return None if accepts(value) else words
+    return None  # Any, or a type validated by the dataclass itself
+
+
+def check_types(cls: type, values: Mapping[str, Any], source: str, path: str = "") -> None:
+    """Raise ValueError naming ``source``, the setting, the value and the type it needs, for a value of
+    ``values`` (a recipe, a config.json section) that is not of its field's type: a recipe's ``lr: fast``
+    or ``optimizer: 5`` would otherwise fail deep inside, as a raw TypeError or AttributeError."""
+    check_keys(cls, values, source, path)
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        nested = _nested_dataclass(hints[key])
+        if nested is not None and isinstance(value, Mapping):
+            check_types(nested, value, source, f"{path}{key}.")
+        elif (expected := _expected(hints[key], value)) is not None:
+            hint = ""
+            if expected == "a number" and isinstance(value, str) and _is_number(value):
+                hint = f" (YAML reads {value} as text: write it with a decimal point, e.g. 1.0e-4)"
+            raise ValueError(f"{source}: {path}{key}={value!r} must be {expected}{hint}.")
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def from_dict(cls: type, values: Mapping[str, Any], source: str = "configuration", path: str = "") -> Any:
     """Build dataclass ``cls`` from nested dicts (nested dataclasses too); lists become tuples.
 
@@ -199,7 +259,7 @@ def from_dict(cls: type, values: Mapping[str, Any], source: str = "configuration
     ibzoo means anything non-finite, and a NaN passes every ``<=`` a dataclass checks (a NaN learning
     rate used to train, exit 0 and write NaN weights).
     """
-    check_keys(cls, values, source, path)
+    check_types(cls, values, source, path)
     hints = typing.get_type_hints(cls)
     kwargs = {}
     for key, value in values.items():

@@ -33,7 +33,7 @@ from ibzoo.projectors import ProjectorConfig
 from ibzoo.training.checkpoint import RUN_CONFIG_FILE
 from ibzoo.training.cli import (
     add_dataclass_arguments,
-    check_keys,
+    check_types,
     from_dict,
     load_yaml,
     merge,
@@ -313,9 +313,23 @@ def parse_pretrain_args(argv: list[str] | None = None) -> PretrainConfig:
     namespace = parser.parse_args(argv)
     recipe_path = namespace.recipe
     del namespace.recipe
-    values: dict[str, Any] = {}
-    if recipe_path is not None:
-        values = load_yaml(recipe_path)
-        check_keys(PretrainConfig, values, f"recipe {recipe_path}")
-    values = merge(values, overrides_from_namespace(namespace))
-    return pretrain_config_from_overrides(values, source="command line")
+    command_line = overrides_from_namespace(namespace)
+    if recipe_path is None:
+        return pretrain_config_from_overrides(command_line, source="command line")
+    source = f"recipe {recipe_path}"
+    recipe = load_yaml(recipe_path)
+    check_types(PretrainConfig, recipe, source)
+    try:
+        return pretrain_config_from_overrides(merge(recipe, command_line), source="command line")
+    except ValueError:
+        # Blame the recipe when its own values, with only the command line's model, data set and output
+        # folder, fail too; otherwise the command line's values are what broke it.
+        essentials = {key: command_line[key] for key in ("model", "output_dir") if key in command_line}
+        if "dataset" in command_line.get("data", {}):
+            essentials["data"] = {"dataset": command_line["data"]["dataset"]}
+        try:
+            pretrain_config_from_overrides(merge(recipe, essentials), source=source)
+        except ValueError as error:
+            message = str(error)
+            raise ValueError(message if message.startswith(source) else f"{source}: {message}") from None
+        raise

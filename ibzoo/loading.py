@@ -27,7 +27,7 @@ import dataclasses
 import json
 import re
 import warnings
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ from ibzoo.models.publication import tag_repo_id
 from ibzoo.objectives import ObjectiveConfig, recorded_objective_config
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.version import __version__
-from ibzoo.weights import CheckpointError, check_state_dict, refuse_pickle
+from ibzoo.weights import CheckpointError, check_loaded, check_state_dict, refuse_pickle
 
 # With the errors loading raises, defined where they arise (ibzoo.weights, ibzoo.checkpoint_source).
 __all__ = [
@@ -273,18 +273,26 @@ def _remedy_for(path: Path) -> str:
     return "Re-save the checkpoint with ibzoo.hub.save_pretrained (or copy it again)"
 
 
-def _load_safetensors(path: Path, content: str) -> dict[str, Tensor]:
-    """The tensors of the safetensors file ``path``, which must hold ``content`` ("backbone", "projector")
-    when its metadata says; a truncated file is named, with the remedy for where it lies."""
+def _check_content(path: Path, content: str) -> None:
+    """Refuse the safetensors file ``path`` when its metadata says it holds something other than
+    ``content`` ("backbone", "projector"), or its header is damaged, naming the remedy for where it lies."""
     try:
         with safetensors.safe_open(str(path), framework="pt") as weights:
             found = (weights.metadata() or {}).get("content", content)
-        tensors = load_file(path) if found == content else None
     except safetensors.SafetensorError as err:
         raise CheckpointError(f"{path} is truncated or corrupt ({err}). {_remedy_for(path)}.") from None
-    if tensors is None:
+    if found != content:
         raise CheckpointError(f"{path} holds the {found}, not the {content}; re-save the checkpoint.")
-    return tensors
+
+
+def _load_safetensors(path: Path, content: str) -> dict[str, Tensor]:
+    """The tensors of the safetensors file ``path``, which must hold ``content`` ("backbone", "projector")
+    when its metadata says; a truncated file is named, with the remedy for where it lies."""
+    _check_content(path, content)
+    try:
+        return load_file(path)
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {_remedy_for(path)}.") from None
 
 
 _SOURCE_KEYS = ("source", "file", "url", "hf_hub_id", "hf_hub_filename", "state_dict", "custom_load")
@@ -308,8 +316,9 @@ def _weights_origin(model_name: str, kwargs: Mapping[str, Any], overlay: Mapping
     return {**cfg, **{key: value for key, value in overlay.items() if key in _SOURCE_KEYS}}
 
 
-def _read_pretrained_weights(origin: Mapping[str, Any]) -> tuple[dict[str, Tensor], str] | None:
-    """The backbone weights ``origin`` names, read from a safetensors file, and where they came from.
+def _pretrained_file(origin: Mapping[str, Any]) -> Path | None:
+    """The local safetensors file of the backbone weights ``origin`` names (downloaded into the Hugging
+    Face cache for a Hub repo), checked to hold a backbone; a pickle is refused naming it.
 
     None for an in-memory ``state_dict`` (the caller's own) or no source at all (timm says so).
     """
@@ -337,43 +346,50 @@ def _read_pretrained_weights(origin: Mapping[str, Any]) -> tuple[dict[str, Tenso
                 refuse_pickle(f"{repo}/{filename}")
             filename = WEIGHTS_FILE
         path = CheckpointSource.from_hub_id(repo).fetch(filename)
-    return _load_safetensors(path, "backbone"), str(path)
+    _check_content(path, "backbone")
+    return path
 
 
 def create_pretrained(model_name: str, **kwargs: Any) -> nn.Module:
     """``timm.create_model(model_name, pretrained=True, **kwargs)``, reading the weights from safetensors.
 
-    The weights are read here, from wherever timm would take them (the name's Hub repo, a ``local-dir:``
-    folder, a ``pretrained_cfg_overlay`` file), and handed to timm as an in-memory state dict, so that
-    timm still adapts them (input channels, classifier) but never falls back to a pickle. The model's
-    ``pretrained_cfg`` keeps the original source; the tensors are checked against the model
-    (:func:`ibzoo.weights.check_state_dict`).
+    The weights file is found here, where timm would look (the name's Hub repo, a ``local-dir:`` folder,
+    a ``pretrained_cfg_overlay`` file), fetched into the Hugging Face cache, and handed to timm as a local
+    safetensors ``file``: timm reads it once and still adapts it (input channels, classifier, its filters)
+    but never falls back to a pickle. The loaded tensors are then checked without reading the file again
+    (:func:`ibzoo.weights.check_loaded`). The model's ``pretrained_cfg`` keeps the original source.
     """
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
     origin = _weights_origin(model_name, kwargs, overlay)
-    found = _read_pretrained_weights(origin)
-    if found is None:
+    path = _pretrained_file(origin)
+    if path is None:
         return timm.create_model(
             model_name, pretrained=True, pretrained_cfg_overlay=overlay or None, **kwargs
         )
-    state_dict, where = found
-    tensors = dict(state_dict)  # timm edits the dict it is given (drops a classifier, adapts the stem)
-    # An empty source makes timm take the state dict ahead of every other location.
-    loading = {**overlay, "state_dict": state_dict, "source": ""}
-    model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=loading, **kwargs)
-    model.pretrained_cfg.pop("state_dict", None)
-    for key in ("source", "custom_load"):
+    # An empty source makes timm read the file ahead of every other location.
+    loading = {**overlay, "file": str(path), "source": ""}
+    try:
+        model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=loading, **kwargs)
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {_remedy_for(path)}.") from None
+    for key in ("source", "custom_load", "file"):
         model.pretrained_cfg.pop(key, None)
         if origin.get(key) is not None:
             model.pretrained_cfg[key] = origin[key]
     if origin.get("hf_hub_id") and not model.pretrained_cfg.get("hf_hub_id"):
         model.pretrained_cfg["hf_hub_id"] = origin["hf_hub_id"]  # an unpublished zoo tag's repo
-    check_state_dict(tensors, model.state_dict(), where)
-    _refuse_missing_tensors(model, tensors, where)
+    loaded = model.state_dict()
+    check_loaded(path, loaded)
+    _refuse_missing_tensors(model, _stored_keys(path), str(path))
     return model
 
 
-def _refuse_missing_tensors(model: nn.Module, tensors: Mapping[str, Tensor], where: str) -> None:
+def _stored_keys(path: Path) -> set[str]:
+    with safetensors.safe_open(str(path), framework="pt") as weights:
+        return set(weights.keys())
+
+
+def _refuse_missing_tensors(model: nn.Module, tensors: Collection[str], where: str) -> None:
     """With a new classifier (``num_classes`` other than the checkpoint's) timm loads leniently, so a tensor
     absent from the file would silently keep its random init. Only the classifier may be absent."""
     classifier = model.pretrained_cfg.get("classifier") or ()

@@ -12,16 +12,19 @@ tensor; a cast between floating-point types is reported.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import NoReturn
 
+import safetensors
 import torch
 
 __all__ = [
     "PICKLE_SUFFIXES",
     "CheckpointError",
     "PretrainedWeightsUnavailableError",
+    "check_dtypes",
+    "check_loaded",
     "check_state_dict",
     "refuse_pickle",
 ]
@@ -52,15 +55,19 @@ def refuse_pickle(path: str | Path, what: str = "weights") -> NoReturn:
 def _check_finite(state_dict: Mapping[str, torch.Tensor], origin: str) -> None:
     """Refuse a floating-point tensor holding NaN or infinity, naming it.
 
-    One float64 sum per tensor reads each weight once and allocates nothing the size of the weights (an
-    ``isfinite(...).all()`` per tensor makes a boolean copy and a second pass, and was most of a load's
-    extra time over timm's): a sum is non-finite exactly when a value is, or when a float64 sum overflows
-    (1e308; float32 weights cannot reach it), so the per-tensor check runs only to name the culprit.
+    One float32 sum per tensor (float64 for float64 tensors) reads each weight once and allocates nothing
+    the size of the weights: a sum is non-finite when a value is, so the exact per-tensor check runs
+    only then, to name the culprit (or to find that the sum merely overflowed, which finite weights of
+    any model reach only above 1e32). A float64 sum cost 20x a float32 one on a CPU, and an
+    ``isfinite(...).all()`` per tensor a boolean copy and a second pass: either made the check most of a
+    load's extra time over timm's.
     """
     floats = [(key, tensor) for key, tensor in state_dict.items() if tensor.is_floating_point()]
     if not floats:
         return
-    sums = torch.stack([tensor.sum(dtype=torch.float64).cpu() for _, tensor in floats])
+    sums = torch.stack(
+        [tensor.sum(dtype=_SUM_DTYPE.get(tensor.dtype, torch.float32)).cpu() for _, tensor in floats]
+    )
     if bool(torch.isfinite(sums).all()):
         return
     for key, tensor in floats:
@@ -69,6 +76,9 @@ def _check_finite(state_dict: Mapping[str, torch.Tensor], origin: str) -> None:
                 f"Tensor {key!r} of {origin} holds NaN or infinite values: the training that wrote it "
                 "diverged or the file is damaged. Use an earlier checkpoint or re-save a good one."
             )
+
+
+_SUM_DTYPE = {torch.float64: torch.float64}
 
 
 def check_state_dict(
@@ -87,21 +97,62 @@ def check_state_dict(
         origin: The file or source, for messages.
     """
     _check_finite(state_dict, origin)
+    check_dtypes({key: tensor.dtype for key, tensor in state_dict.items()}, reference, origin, state_dict.get)
+
+
+def check_loaded(path: str | Path, loaded: Mapping[str, torch.Tensor]) -> None:
+    """:func:`check_state_dict` for a safetensors file that timm has just loaded into a model, without
+    reading it again: the stored dtypes come from the file's header, the values from the model's state
+    dict ``loaded`` (loading keeps the model's dtypes), and only a tensor stored in another floating-point
+    type than the model's is read, to tell a lossless cast from a rounding one."""
+    with safetensors.safe_open(str(path), framework="pt") as weights:
+        names = weights.keys()
+        stored = {key: _SAFETENSORS_DTYPES.get(weights.get_slice(key).get_dtype()) for key in names}
+        known = {key: dtype for key, dtype in stored.items() if dtype is not None}
+        _check_finite({key: loaded[key] for key in known if key in loaded}, str(path))
+        check_dtypes(known, loaded, str(path), weights.get_tensor)
+
+
+# safetensors' dtype names (its header's "dtype") for the types PyTorch loads.
+_SAFETENSORS_DTYPES = {
+    "F64": torch.float64,
+    "F32": torch.float32,
+    "F16": torch.float16,
+    "BF16": torch.bfloat16,
+    "I64": torch.int64,
+    "I32": torch.int32,
+    "I16": torch.int16,
+    "I8": torch.int8,
+    "U8": torch.uint8,
+    "BOOL": torch.bool,
+}
+
+
+def check_dtypes(
+    dtypes: Mapping[str, torch.dtype],
+    reference: Mapping[str, torch.Tensor | torch.dtype],
+    origin: str,
+    read: Callable[[str], torch.Tensor],
+) -> None:
+    """The dtype half of :func:`check_state_dict`: ``dtypes`` of the stored tensors against ``reference``
+    (the model's tensors or dtypes); ``read(key)`` gives a stored tensor whose float type differs."""
     casts: dict[tuple[torch.dtype, torch.dtype], list[str]] = {}
     rounded: list[str] = []
-    for key, tensor in state_dict.items():
+    for key, dtype in dtypes.items():
         target = reference.get(key)
-        if target is None or tensor.dtype == target.dtype:
+        target = target.dtype if isinstance(target, torch.Tensor) else target
+        if target is None or dtype == target:
             continue
-        if target.is_floating_point() != tensor.is_floating_point():
+        if target.is_floating_point != dtype.is_floating_point:
             raise CheckpointError(
-                f"Tensor {key!r} of {origin} is {tensor.dtype}, but the model's is {target.dtype}: loading "
+                f"Tensor {key!r} of {origin} is {dtype}, but the model's is {target}: loading "
                 "it would change its values silently. Re-save the weights from a model of this "
                 "architecture (ibzoo.hub.save_pretrained)."
             )
-        if tensor.is_floating_point():
-            casts.setdefault((tensor.dtype, target.dtype), []).append(key)
-            if not torch.equal(tensor.to(target.dtype).to(tensor.dtype), tensor):
+        if dtype.is_floating_point:
+            casts.setdefault((dtype, target), []).append(key)
+            tensor = read(key)
+            if not torch.equal(tensor.to(target).to(dtype), tensor):
                 rounded.append(key)
     for (source, target), keys in casts.items():
         lossy = [key for key in keys if key in rounded]

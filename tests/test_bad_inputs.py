@@ -260,6 +260,16 @@ def test_non_finite_weights_are_refused_naming_the_tensor(timm_folder):
         ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
 
 
+def test_huge_but_finite_weights_whose_sum_overflows_still_load(timm_folder):
+    huge = torch.tensor(3e38)  # finite in float32; the float32 sum of the tensor is not
+    _rewrite_weights(
+        timm_folder / "model.safetensors",
+        lambda key, value: torch.full_like(value, huge) if key == "fc.bias" else value,
+    )
+    model = ibzoo.create_model(f"local-dir:{timm_folder}", pretrained=True)
+    assert torch.equal(model.fc.bias, torch.full_like(model.fc.bias, huge))
+
+
 def test_a_lossless_float16_cast_is_reported_and_a_rounding_one_too(timm_folder):
     path = timm_folder / "model.safetensors"
     _rewrite_weights(path, lambda key, value: value.half() if value.is_floating_point() else value)

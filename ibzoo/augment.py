@@ -211,10 +211,10 @@ def build_pretrain_transform(
     """The per-sample pretraining augmentation of ``framework``.
 
     Args:
-        framework: "simclr" or "barlow".
+        framework: a name of ibzoo.frameworks.FRAMEWORK_NAMES, whose views it builds.
         image_size: Side S of the square views.
         mean, std: Per-channel normalisation, from the model's pretrained_cfg (timm data config).
-        num_views: Number of views V; Barlow Twins alternates its two recipes.
+        num_views: Number of views V; a framework with two recipes (asymmetric views) alternates them.
 
     Returns:
         A callable: PIL image (any mode and size) -> list of V float32 tensors of shape (3, S, S).

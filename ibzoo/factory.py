@@ -14,6 +14,7 @@ import timm
 from timm.models import split_model_name_tag
 from torch import nn
 
+from ibzoo.frameworks import FRAMEWORK_NAMES
 from ibzoo.loading import (
     Checkpoint,
     backbone_checkpoint,
@@ -31,7 +32,7 @@ from ibzoo.models.catalog import (
     paper_projector_config,
 )
 from ibzoo.models.pretraining import SSLModel
-from ibzoo.names import did_you_mean
+from ibzoo.names import PROJECTORS, did_you_mean
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.projectors import ProjectorConfig
 
@@ -123,8 +124,8 @@ def create_pretraining_model(
     For a zoo name the projector and objective come from its recipe, or with ``pretrained=True`` from
     the checkpoint, which may size them differently (the ``.fmnist`` top-k layers are smaller);
     ``projector_config`` / ``objective_config`` override them. Any other timm backbone is paired by naming
-    the framework (``"simclr"`` or ``"barlow"``) and projector (``"mlp"``, ``"fsq"``, ``"topk"``,
-    ``"topk_fsq"``, ``"mlp_mi"``), e.g.
+    the framework (one of :data:`ibzoo.frameworks.FRAMEWORK_NAMES`: simclr, barlow, byol, vicreg,
+    mocov3) and projector (:data:`ibzoo.names.PROJECTORS`: mlp, fsq, topk, topk_fsq, mlp_mi), e.g.
     ``create_pretraining_model("convnext_tiny", framework="simclr", projector="topk")``.
     An ibzoo checkpoint named ``hf-hub:org/repo`` or ``local-dir:/path`` brings its own projector and
     objective configs. With ``pretrained=True`` the projector's published weights are loaded too, to
@@ -158,8 +159,9 @@ def create_pretraining_model(
     elif projector_config is None or objective_config is None:
         if framework is None or projector is None:
             raise ValueError(
-                f"{model_name!r} is not a zoo name: pass framework= ('simclr' or 'barlow') and projector= "
-                "('mlp', 'fsq', 'topk', 'topk_fsq', 'mlp_mi'), or projector_config= and objective_config=."
+                f"{model_name!r} is not a zoo name: pass framework= (one of {', '.join(FRAMEWORK_NAMES)}) "
+                f"and projector= (one of {', '.join(PROJECTORS)}), or projector_config= and "
+                "objective_config=."
             )
         projector_config = projector_config or paper_projector_config(framework, projector)
         objective_config = objective_config or paper_objective_config(framework, projector)

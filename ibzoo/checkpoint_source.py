@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
+from typing import Any
 
 import safetensors
 from huggingface_hub import constants, hf_hub_download
 from huggingface_hub import errors as hf_errors
-from timm.models import get_pretrained_cfg, split_model_name_tag
-from torch import nn
+from timm.models import get_pretrained_cfg, resolve_pretrained_cfg, split_model_name_tag
 
 from ibzoo.hub_requests import HUB_ERRORS, HubFailure, hub_failure, time_limits
 from ibzoo.models.catalog import MODEL_INFOS
@@ -29,13 +29,20 @@ from ibzoo.weights import PICKLE_SUFFIXES, CheckpointError, PretrainedWeightsUna
 
 __all__ = [
     "CONFIG_FILE",
+    "FOLDER_PREFIX",
+    "HUB_PREFIX",
     "PROJECTOR_FILE",
     "WEIGHTS_FILE",
     "CheckpointSource",
     "PretrainedWeightsUnavailableError",
+    "WeightsSource",
     "explained_errors",
+    "locate_weights",
+    "names_a_source",
 ]
 
+HUB_PREFIX = "hf-hub:"
+FOLDER_PREFIX = "local-dir:"
 WEIGHTS_FILE = "model.safetensors"
 PROJECTOR_FILE = "projector.safetensors"
 CONFIG_FILE = "config.json"
@@ -52,10 +59,10 @@ class CheckpointSource:
     @classmethod
     def from_name(cls, model_name: str) -> CheckpointSource | None:
         """The source of ``hf-hub:org/repo[@rev]``, ``local-dir:/path`` or a zoo/timm name with a Hub repo."""
-        if model_name.startswith("local-dir:"):
-            return cls(folder=Path(model_name.removeprefix("local-dir:")))
-        if model_name.startswith("hf-hub:"):
-            return cls.from_hub_id(model_name.removeprefix("hf-hub:"))
+        if model_name.startswith(FOLDER_PREFIX):
+            return cls(folder=Path(model_name.removeprefix(FOLDER_PREFIX)))
+        if model_name.startswith(HUB_PREFIX):
+            return cls.from_hub_id(model_name.removeprefix(HUB_PREFIX))
         with contextlib.suppress(RuntimeError):  # timm's answer to an unknown pretrained tag
             cfg = get_pretrained_cfg(model_name)
             if cfg is not None and cfg.hf_hub_id:
@@ -69,22 +76,19 @@ class CheckpointSource:
         repo_id, _, revision = hub_id.partition("@")
         return cls(repo_id, revision or None)
 
-    @classmethod
-    def from_backbone(cls, backbone: nn.Module) -> CheckpointSource | None:
-        """Where timm took ``backbone``'s pretrained weights from (its resolved ``pretrained_cfg``)."""
-        cfg = getattr(backbone, "pretrained_cfg", {})
-        if cfg.get("source") == "local-dir":
-            return cls(folder=Path(cfg["file"]))
-        if cfg.get("file") and cfg.get("source") != "hf-hub":
-            return cls(folder=Path(cfg["file"]).parent)
-        return cls.from_hub_id(cfg["hf_hub_id"]) if cfg.get("hf_hub_id") else None
-
     @property
     def name(self) -> str:
         """Its name for ``ibzoo.create_model``: ``local-dir:PATH`` or ``hf-hub:ORG/NAME[@REVISION]``."""
         if self.folder is not None:
-            return f"local-dir:{self.folder}"
-        return f"hf-hub:{self.repo_id}" + (f"@{self.revision}" if self.revision else "")
+            return f"{FOLDER_PREFIX}{self.folder}"
+        return f"{HUB_PREFIX}{self.hub_id}"
+
+    @property
+    def hub_id(self) -> str | None:
+        """timm's ``hf_hub_id`` of a repo, ``ORG/NAME[@REVISION]``; None for a folder."""
+        if self.repo_id is None:
+            return None
+        return self.repo_id + (f"@{self.revision}" if self.revision else "")
 
     def __str__(self) -> str:
         if self.folder is not None:
@@ -114,6 +118,83 @@ class CheckpointSource:
                 refuse_pickle(pickled)
             raise PretrainedWeightsUnavailableError(f"{self} has no {filename}. {_REPUBLISH}")
         return path
+
+
+def names_a_source(model_name: str) -> bool:
+    """Whether ``model_name`` is a checkpoint's own name, ``hf-hub:ORG/NAME[@REV]`` or ``local-dir:PATH``."""
+    return model_name.startswith((HUB_PREFIX, FOLDER_PREFIX))
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsSource:
+    """Where a model name's pretrained backbone weights lie, resolved once by :func:`locate_weights`.
+
+    Attributes:
+        checkpoint: The published checkpoint (repo or folder) holding them, with its config.json and
+            projector beside; None when the caller passed a state dict in memory or nothing names any.
+        filename: The weights file in ``checkpoint`` (``model.safetensors``, or the name of an overlay's
+            ``file``).
+        origin: The ``pretrained_cfg`` entries that name this source (``source``, ``hf_hub_id``, ``file``,
+            ...), which the loaded model's ``pretrained_cfg`` keeps.
+    """
+
+    checkpoint: CheckpointSource | None
+    filename: str
+    origin: dict[str, Any]
+
+
+# The pretrained_cfg entries that say where weights come from.
+_SOURCE_KEYS = ("source", "file", "url", "hf_hub_id", "hf_hub_filename", "state_dict", "custom_load")
+
+
+def locate_weights(model_name: str, kwargs: Mapping[str, Any]) -> WeightsSource:
+    """Where ``timm.create_model(model_name, pretrained=True, **kwargs)`` would take the backbone's weights
+    from: a name's prefix, its tag's pretrained config, a ``pretrained_cfg`` / ``pretrained_cfg_overlay``
+    in ``kwargs``, and for a zoo tag not published yet its Hub repo. A source that only holds pickles
+    (a ``.pth`` URL, a ``.bin`` file, a custom loader) is refused here, naming it.
+
+    The order is timm's own (``timm.models._builder._resolve_pretrained_source``, which timm does not
+    export): a ``source`` of ``hf-hub`` or ``local-dir`` first, then an in-memory ``state_dict``, a
+    ``file``, an ``hf_hub_id``, a ``url``. ibzoo decides it here, once, because it must read exactly the
+    file timm would, and only if it is safetensors.
+    """
+    overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
+    named = CheckpointSource.from_name(model_name) if names_a_source(model_name) else None
+    if named is not None and named.folder is not None:
+        origin: dict[str, Any] = {"source": "local-dir", "file": str(named.folder)}
+    elif named is not None:
+        origin = {"source": "hf-hub", "hf_hub_id": named.hub_id}
+    else:
+        architecture, tag = split_model_name_tag(model_name)
+        resolved = resolve_pretrained_cfg(architecture, kwargs.get("pretrained_cfg") or tag or None, overlay)
+        origin = {key: value for key, value in resolved.to_dict().items() if key in _SOURCE_KEYS and value}
+        if not origin and tag_repo_id(model_name) is not None:
+            # A zoo tag not published yet (timm knows no weights for it): its repo, which a mirror or a
+            # local Hub may serve; when it is missing there too, the error says how to train it.
+            origin = {"source": "hf-hub", "hf_hub_id": tag_repo_id(model_name)}
+    origin |= {key: value for key, value in overlay.items() if key in _SOURCE_KEYS}
+    if origin.get("custom_load"):
+        refuse_pickle(origin.get("file") or origin.get("url") or model_name, "weights in a custom format")
+    kind = origin.get("source") or ""
+    if kind not in ("hf-hub", "local-dir"):
+        kind = next((key for key in ("state_dict", "file", "hf_hub_id", "url") if origin.get(key)), "")
+    if kind in ("", "state_dict"):
+        return WeightsSource(None, WEIGHTS_FILE, origin)
+    if kind == "url":
+        refuse_pickle(origin["url"])
+    if kind in ("file", "local-dir"):
+        path = Path(origin["file"])
+        if kind == "local-dir":
+            return WeightsSource(CheckpointSource(folder=path), WEIGHTS_FILE, origin)
+        if not path.name.endswith(".safetensors"):
+            refuse_pickle(path)
+        return WeightsSource(CheckpointSource(folder=path.parent), path.name, origin)
+    filename = origin.get("hf_hub_filename") or WEIGHTS_FILE
+    if not filename.endswith(".safetensors"):
+        if filename != "pytorch_model.bin":  # timm's default, whose safetensors twin is model.safetensors
+            refuse_pickle(f"{origin['hf_hub_id']}/{filename}")
+        filename = WEIGHTS_FILE
+    return WeightsSource(CheckpointSource.from_hub_id(origin["hf_hub_id"]), filename, origin)
 
 
 def _pickle_instead(folder: Path, filename: str) -> Path | None:
@@ -205,7 +286,7 @@ def explained_errors(model_name: str, source: CheckpointSource | None, what: str
         if "Error(s) in loading state_dict" not in str(err):
             raise
         base = split_model_name_tag(model_name)[0]
-        if model_name.startswith(("hf-hub:", "local-dir:")):
+        if names_a_source(model_name):
             expected = "the architecture its config.json names"
         else:
             expected = repr(MODEL_INFOS[base].architecture if base in MODEL_INFOS else base)

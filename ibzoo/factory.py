@@ -14,15 +14,21 @@ import timm
 from timm.models import split_model_name_tag
 from torch import nn
 
+from ibzoo.checkpoint_source import (
+    CONFIG_FILE,
+    CheckpointSource,
+    WeightsSource,
+    explained_errors,
+    locate_weights,
+    names_a_source,
+)
 from ibzoo.frameworks import FRAMEWORK_NAMES
 from ibzoo.loading import (
     Checkpoint,
-    backbone_checkpoint,
     create_pretrained,
     load_checkpoint,
     load_projector_weights,
     load_safetensors_checkpoint,
-    pretrained_weights_errors,
 )
 from ibzoo.models.catalog import (
     MODEL_INFOS,
@@ -37,8 +43,6 @@ from ibzoo.objectives import ObjectiveConfig
 from ibzoo.projectors import ProjectorConfig
 
 __all__ = ["create_model", "create_pretraining_model", "list_models", "list_pretrained", "model_info"]
-
-_SOURCE_PREFIXES = ("hf-hub:", "local-dir:")
 
 
 def _check_arguments(model_name: Any, kwargs: dict[str, Any]) -> None:
@@ -59,7 +63,7 @@ def _check_arguments(model_name: Any, kwargs: dict[str, Any]) -> None:
 
 
 def _check_known(model_name: str) -> None:
-    if model_name.startswith(_SOURCE_PREFIXES):
+    if names_a_source(model_name):
         return
     base = split_model_name_tag(model_name)[0]
     if base in MODEL_INFOS or timm.is_model(base):
@@ -81,20 +85,37 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
 
 
 def _create_backbone(
-    model_name: str, pretrained: bool, kwargs: dict[str, Any], checkpoint: Checkpoint | None = None
+    model_name: str,
+    pretrained: bool,
+    kwargs: dict[str, Any],
+    checkpoint: Checkpoint | None = None,
+    with_projector: bool = False,
 ) -> tuple[nn.Module, Checkpoint | None]:
-    """:func:`create_model`, and the checkpoint whose config.json it read: ``checkpoint`` when the caller
-    already loaded the one ``model_name`` names, else read here for a ``hf-hub:`` or ``local-dir:`` name."""
+    """:func:`create_model`, and the published checkpoint with its config.json read: ``checkpoint`` when
+    the caller already loaded the one ``model_name`` names, else read here for a ``hf-hub:`` or
+    ``local-dir:`` name, and when ``with_projector`` and ``pretrained``, wherever the weights were found
+    (the projector lies beside them).
+
+    Where the weights lie is resolved here, once (:func:`~ibzoo.checkpoint_source.locate_weights`), and
+    passed down: to loading, to the errors, and to the caller for the projector beside them.
+    """
     _check_arguments(model_name, kwargs)
     _check_known(model_name)
-    if checkpoint is None and model_name.startswith(_SOURCE_PREFIXES):
-        # Refuses a config.json that is invalid or from a newer ibzoo before timm reads it.
-        checkpoint = load_checkpoint(model_name)
+    weights = locate_weights(model_name, kwargs) if pretrained else None
+    source = weights.checkpoint if weights else None
+    if source is None and names_a_source(model_name):
+        source = CheckpointSource.from_name(model_name)
+    wanted = (pretrained and with_projector) or names_a_source(model_name)
+    if wanted and source is not None and (checkpoint is None or checkpoint.source != source):
+        # Refuses a config.json that is invalid or from a newer ibzoo before timm reads the weights.
+        checkpoint = _published_checkpoint(source, model_name, weights)
     checkpoint_path = kwargs.pop("checkpoint_path", None)
-    with pretrained_weights_errors(model_name, kwargs.get("pretrained_cfg_overlay")):
+    with explained_errors(model_name, source, "pretrained weights"):
         try:
-            if pretrained:  # weights read from safetensors only, never through timm's pickle fallbacks
-                model = create_pretrained(model_name, **kwargs)
+            if (
+                weights is not None
+            ):  # weights read from safetensors only, never through timm's pickle fallbacks
+                model = create_pretrained(model_name, weights, **kwargs)
             else:
                 model = timm.create_model(model_name, **kwargs)
         except TypeError as err:
@@ -107,6 +128,19 @@ def _create_backbone(
         if checkpoint_path:
             load_safetensors_checkpoint(model, checkpoint_path)
     return model, checkpoint
+
+
+def _published_checkpoint(
+    source: CheckpointSource, model_name: str, weights: WeightsSource | None
+) -> Checkpoint | None:
+    """The checkpoint at ``source`` with its config.json read, or None for weights that are a bare file
+    (an overlay's ``file`` in a folder without config.json: timm's own format, no ibzoo projector)."""
+    bare_file = (
+        weights is not None and weights.origin.get("source") != "local-dir" and weights.origin.get("file")
+    )
+    if bare_file and source.folder is not None and not (source.folder / CONFIG_FILE).is_file():
+        return None
+    return load_checkpoint(source, model_name)
 
 
 def create_pretraining_model(
@@ -151,7 +185,7 @@ def create_pretraining_model(
                 f"{model_name} is already {info.framework} + {info.projector}; drop framework= / projector= "
                 "or pass the backbone's timm name instead."
             )
-    elif model_name.startswith(_SOURCE_PREFIXES) and (framework, projector) == (None, None):
+    elif names_a_source(model_name) and (framework, projector) == (None, None):
         checkpoint = load_checkpoint(model_name)  # an ibzoo checkpoint records its projector and objective
         recorded_projector, recorded_objective = checkpoint.pretraining_configs()
         projector_config = projector_config or recorded_projector
@@ -166,9 +200,8 @@ def create_pretraining_model(
         projector_config = projector_config or paper_projector_config(framework, projector)
         objective_config = objective_config or paper_objective_config(framework, projector)
     kwargs["num_classes"] = 0
-    backbone, checkpoint = _create_backbone(model_name, pretrained, kwargs, checkpoint)
-    if pretrained:  # the projector comes from where timm took the backbone's weights
-        checkpoint = backbone_checkpoint(backbone, model_name, known=checkpoint)
+    # With pretrained, the checkpoint is the one the backbone's weights came from: its projector is theirs.
+    backbone, checkpoint = _create_backbone(model_name, pretrained, kwargs, checkpoint, with_projector=True)
     if info is not None:
         published = None
         if pretrained and checkpoint is not None and (projector_config is None or objective_config is None):

@@ -5,13 +5,13 @@ holds the backbone in ``model.safetensors``, the projector in ``projector.safete
 configurations in ``config.json``. :func:`load_checkpoint` reads and checks its config.json once and
 gives the factory (:mod:`ibzoo.factory`) what it needs: where the checkpoint lives, the projector and
 objective configs it records and, on demand, the projector's weights. The projector comes from the same
-place as the backbone: a zoo name's ``hf_hub_id``, ``hf-hub:org/repo[@revision]``, ``local-dir:/path``,
-or the folder of a ``pretrained_cfg_overlay=dict(file=".../model.safetensors")``
-(:func:`backbone_checkpoint`).
+place as the backbone: where :func:`~ibzoo.checkpoint_source.locate_weights` found its weights (a zoo
+name's ``hf_hub_id``, ``hf-hub:org/repo[@revision]``, ``local-dir:/path``, or the folder of a
+``pretrained_cfg_overlay=dict(file=".../model.safetensors")``), resolved once by the factory.
 
-Only safetensors and JSON files are read: :func:`create_pretrained` reads the backbone's weights itself
-and hands timm the checked tensors, so timm's fallbacks to ``pytorch_model.bin`` and ``.pth`` URLs
-(``torch.load``) are never reached, and a pickle-only source is refused naming the file
+Only safetensors and JSON files are read: :func:`create_pretrained` fetches the backbone's safetensors
+file itself and hands timm that local file, so timm's fallbacks to ``pytorch_model.bin`` and ``.pth``
+URLs (``torch.load``) are never reached, and a pickle-only source is refused naming the file
 (:mod:`ibzoo.weights`). A config.json written by a newer ibzoo (major.minor) is refused. Every failure a
 user can meet is re-raised with the source tried and the remedy
 (:func:`~ibzoo.checkpoint_source.explained_errors`).
@@ -22,12 +22,11 @@ module; nothing here imports it, so loading a checkpoint never imports the card 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import re
 import warnings
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,24 +34,19 @@ import safetensors
 import timm
 from huggingface_hub import constants
 from safetensors.torch import load_file
-from timm.models import resolve_pretrained_cfg, split_model_name_tag
-
-# timm has no public function for "which file would load_pretrained read for this cfg": ibzoo must read
-# exactly that file itself (safetensors only), so it asks the private helper timm's loader uses.
-from timm.models._builder import _resolve_pretrained_source
+from timm.models import split_model_name_tag
 from torch import Tensor, nn
 
 from ibzoo.checkpoint_source import (
     CONFIG_FILE,
     PROJECTOR_FILE,
-    WEIGHTS_FILE,
     CheckpointSource,
     PretrainedWeightsUnavailableError,
+    WeightsSource,
     explained_errors,
 )
 from ibzoo.models.catalog import MODEL_INFOS
 from ibzoo.models.pretraining import SSLModel
-from ibzoo.models.publication import tag_repo_id
 from ibzoo.objectives import ObjectiveConfig, recorded_objective_config
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.version import __version__
@@ -64,13 +58,11 @@ __all__ = [
     "CheckpointError",
     "PretrainedWeightsUnavailableError",
     "backbone_architecture",
-    "backbone_checkpoint",
     "checkpoint_folder",
     "create_pretrained",
     "load_checkpoint",
     "load_projector_weights",
     "load_safetensors_checkpoint",
-    "pretrained_weights_errors",
 ]
 
 
@@ -164,21 +156,6 @@ def load_checkpoint(source: str | CheckpointSource, name: str | None = None) -> 
         return Checkpoint(name, source, _read_config(source))
 
 
-def backbone_checkpoint(backbone: nn.Module, name: str, known: Checkpoint | None = None) -> Checkpoint | None:
-    """The checkpoint ``backbone``'s pretrained weights came from (its resolved ``pretrained_cfg``); None
-    when they came from no published checkpoint.
-
-    ``known``, a checkpoint already loaded for ``name``, is returned when it is that one, so that its
-    config.json is not read again; a ``pretrained_cfg_overlay`` file elsewhere is read from its folder.
-    """
-    source = CheckpointSource.from_backbone(backbone)
-    if source is None:
-        return None
-    if known is not None and known.source == source:
-        return known
-    return load_checkpoint(source, name)
-
-
 def checkpoint_folder(path: str | Path) -> Path:
     """The checkpoint folder a user's ``path`` names: ``path`` itself when it holds config.json (a folder
     written by ``ibzoo.hub.save_pretrained``, a fine-tuned model, a Hub download), else its ``model/`` (the
@@ -195,20 +172,6 @@ def checkpoint_folder(path: str | Path) -> Path:
         "of a pretraining run that finished (train/pretrain.py --output-dir), or a folder with config.json "
         "and model.safetensors (ibzoo.hub.save_pretrained)."
     )
-
-
-@contextlib.contextmanager
-def pretrained_weights_errors(
-    model_name: str, pretrained_cfg_overlay: Mapping[str, Any] | None = None
-) -> Iterator[None]:
-    """Re-raise the backbone's download or load failures with the source tried and how to point elsewhere.
-
-    A ``pretrained_cfg_overlay`` naming a local ``file`` is the source then, not the name's Hub repo.
-    """
-    file = (pretrained_cfg_overlay or {}).get("file")
-    source = CheckpointSource(folder=Path(file).parent) if file else CheckpointSource.from_name(model_name)
-    with explained_errors(model_name, source, "pretrained weights"):
-        yield
 
 
 def _major_minor(version: str) -> tuple[int, int]:
@@ -295,91 +258,35 @@ def _load_safetensors(path: Path, content: str) -> dict[str, Tensor]:
         raise CheckpointError(f"{path} is truncated or corrupt ({err}). {_remedy_for(path)}.") from None
 
 
-_SOURCE_KEYS = ("source", "file", "url", "hf_hub_id", "hf_hub_filename", "state_dict", "custom_load")
+def create_pretrained(model_name: str, weights: WeightsSource, **kwargs: Any) -> nn.Module:
+    """``timm.create_model(model_name, pretrained=True, **kwargs)`` with the weights from ``weights``
+    (:func:`~ibzoo.checkpoint_source.locate_weights`), read from safetensors only.
 
-
-def _weights_origin(model_name: str, kwargs: Mapping[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
-    """The pretrained_cfg entries that say where timm would take ``model_name``'s weights from."""
-    if model_name.startswith("local-dir:"):
-        cfg = {"source": "local-dir", "file": model_name.removeprefix("local-dir:")}
-    elif model_name.startswith("hf-hub:"):
-        cfg = {"source": "hf-hub", "hf_hub_id": model_name.removeprefix("hf-hub:")}
-    else:
-        architecture, tag = split_model_name_tag(model_name)
-        resolved = resolve_pretrained_cfg(architecture, kwargs.get("pretrained_cfg") or tag or None, overlay)
-        origin = {key: value for key, value in resolved.to_dict().items() if key in _SOURCE_KEYS}
-        if not any(origin.values()) and tag_repo_id(model_name) is not None:
-            # A zoo tag not published yet (timm knows no weights for it): its repo, which a mirror or a
-            # local Hub may serve; when it is missing there too, the error says how to train it.
-            origin |= {"source": "hf-hub", "hf_hub_id": tag_repo_id(model_name)}
-        return origin
-    return {**cfg, **{key: value for key, value in overlay.items() if key in _SOURCE_KEYS}}
-
-
-def _pretrained_file(origin: Mapping[str, Any]) -> Path | None:
-    """The local safetensors file of the backbone weights ``origin`` names (downloaded into the Hugging
-    Face cache for a Hub repo), checked to hold a backbone; a pickle is refused naming it.
-
-    None for an in-memory ``state_dict`` (the caller's own) or no source at all (timm says so).
-    """
-    load_from, location = _resolve_pretrained_source(dict(origin))
-    if load_from in ("", "state_dict"):
-        return None
-    if origin.get("custom_load"):
-        refuse_pickle(
-            location if isinstance(location, str) else "/".join(location), "weights in a custom format"
-        )
-    if load_from == "url":
-        refuse_pickle(location)
-    if load_from == "file":
-        path = Path(location)
-        if not path.name.endswith(".safetensors"):
-            refuse_pickle(path)
-        if not path.is_file():
-            raise PretrainedWeightsUnavailableError(f"Pretrained weights file {path} does not exist.")
-    elif load_from == "local-dir":
-        path = CheckpointSource(folder=Path(location)).fetch(WEIGHTS_FILE)
-    else:  # hf-hub: a repo id, or (repo id, file name)
-        repo, filename = (location, WEIGHTS_FILE) if isinstance(location, str) else location
-        if not filename.endswith(".safetensors"):
-            if filename != "pytorch_model.bin":  # timm's default, whose safetensors twin is model.safetensors
-                refuse_pickle(f"{repo}/{filename}")
-            filename = WEIGHTS_FILE
-        path = CheckpointSource.from_hub_id(repo).fetch(filename)
-    _check_content(path, "backbone")
-    return path
-
-
-def create_pretrained(model_name: str, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(model_name, pretrained=True, **kwargs)``, reading the weights from safetensors.
-
-    The weights file is found here, where timm would look (the name's Hub repo, a ``local-dir:`` folder,
-    a ``pretrained_cfg_overlay`` file), fetched into the Hugging Face cache, and handed to timm as a local
-    safetensors ``file``: timm reads it once and still adapts it (input channels, classifier, its filters)
-    but never falls back to a pickle. The loaded tensors are then checked without reading the file again
-    (:func:`ibzoo.weights.check_loaded`). The model's ``pretrained_cfg`` keeps the original source.
+    The weights file is fetched (into the Hugging Face cache for a Hub repo), checked to hold a backbone,
+    and handed to timm as a local ``file``: timm reads it once and still adapts it (input channels,
+    classifier, its filters) but never falls back to a pickle. The loaded tensors are then checked without
+    reading the file again (:func:`ibzoo.weights.check_loaded`). The model's ``pretrained_cfg`` keeps the
+    original source. Weights the caller passed in memory, or none at all, are timm's business.
     """
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    origin = _weights_origin(model_name, kwargs, overlay)
-    path = _pretrained_file(origin)
-    if path is None:
+    if weights.checkpoint is None:
         return timm.create_model(
             model_name, pretrained=True, pretrained_cfg_overlay=overlay or None, **kwargs
         )
+    path = weights.checkpoint.fetch(weights.filename)
+    _check_content(path, "backbone")
     # An empty source makes timm read the file ahead of every other location.
     loading = {**overlay, "file": str(path), "source": ""}
     try:
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=loading, **kwargs)
     except safetensors.SafetensorError as err:
         raise CheckpointError(f"{path} is truncated or corrupt ({err}). {_remedy_for(path)}.") from None
-    for key in ("source", "custom_load", "file"):
-        model.pretrained_cfg.pop(key, None)
-        if origin.get(key) is not None:
-            model.pretrained_cfg[key] = origin[key]
-    if origin.get("hf_hub_id") and not model.pretrained_cfg.get("hf_hub_id"):
-        model.pretrained_cfg["hf_hub_id"] = origin["hf_hub_id"]  # an unpublished zoo tag's repo
-    loaded = model.state_dict()
-    check_loaded(path, loaded)
+    for key in ("source", "custom_load", "file", "hf_hub_id"):
+        if weights.origin.get(key) is not None:
+            model.pretrained_cfg[key] = weights.origin[key]
+        elif key != "hf_hub_id":
+            model.pretrained_cfg.pop(key, None)
+    check_loaded(path, model.state_dict())
     _refuse_missing_tensors(model, _stored_keys(path), str(path))
     return model
 
@@ -421,9 +328,9 @@ def load_safetensors_checkpoint(model: nn.Module, path: str | Path) -> None:
 
 
 def load_projector_weights(model: SSLModel, checkpoint: Checkpoint | None, model_name: str) -> None:
-    """Load the projector of ``checkpoint``, the one the backbone's weights came from
-    (:func:`backbone_checkpoint`), into ``model.projector`` (strict), with the predictor and momentum
-    target of a framework that has them (:meth:`SSLModel.heads`).
+    """Load the projector of ``checkpoint``, the one the backbone's weights came from (found by
+    :func:`ibzoo.checkpoint_source.locate_weights`), into ``model.projector`` (strict), with the predictor
+    and momentum target of a framework that has them (:meth:`SSLModel.heads`).
 
     Weights from no ibzoo checkpoint (a timm model's own) have no projector: the new one is kept, with a
     warning.

@@ -551,9 +551,10 @@ def test_a_push_the_hub_refuses_is_not_worth_repeating(ibzoo_folder, local_hub, 
 
 @pytest.fixture
 def one_second_hub_limit(monkeypatch):
-    """ibzoo's Hub time limit at 1 s, and huggingface_hub's back-off between retries skipped."""
-    monkeypatch.setenv("IBZOO_HUB_TIMEOUT", "1")
+    """Call to put ibzoo's Hub time limit at 1 s (after the test's set-up, which a busy machine may take
+    longer over); huggingface_hub's back-off between retries is skipped."""
     monkeypatch.setattr("huggingface_hub.utils._http.time.sleep", lambda seconds: None)
+    return lambda: monkeypatch.setenv("IBZOO_HUB_TIMEOUT", "1")
 
 
 @pytest.mark.parametrize(
@@ -566,10 +567,11 @@ def one_second_hub_limit(monkeypatch):
     ],
 )
 def test_a_hub_that_misbehaves_is_given_up_on_naming_it(
-    fault, path, message, ibzoo_folder, local_hub, one_second_hub_limit
+    fault, path, message, ibzoo_folder, local_hub, one_second_hub_limit, monkeypatch
 ):
     repo = f"me/faulty-{fault}"
     push_to_hub(ibzoo_folder, repo)
+    one_second_hub_limit()
     began = time.monotonic()
     with (
         local_hub.fault(fault, path),
@@ -580,6 +582,7 @@ def test_a_hub_that_misbehaves_is_given_up_on_naming_it(
     assert f"The Hub at {local_hub.endpoint}" in str(info.value) and "IBZOO_HUB_TIMEOUT=SECONDS" in str(
         info.value
     )
+    monkeypatch.delenv("IBZOO_HUB_TIMEOUT")
     assert ibzoo.create_model(f"hf-hub:{repo}", pretrained=True).num_features == 512  # the Hub is fixed
 
 
@@ -589,6 +592,7 @@ def test_a_push_to_a_hub_that_never_answers_ends_leaving_the_folder(
 ):
     folder = _copy(ibzoo_folder, tmp_path)
     before = {file.name: file.read_bytes() for file in folder.iterdir()}
+    one_second_hub_limit()
     began = time.monotonic()
     with (
         local_hub.fault("silent", path),

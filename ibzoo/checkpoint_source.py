@@ -233,7 +233,7 @@ def _why_not(failure: HubFailure) -> str:
             "huggingface_hub is offline (HF_HUB_OFFLINE=1) and they are not in its cache; run once online "
             "to fill the cache"
         )
-    if failure.kind == "timeout":
+    if failure.kind in ("timeout", "cut_short"):
         return failure.detail.rstrip(".")
     if failure.kind == "server_error":
         return (

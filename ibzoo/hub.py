@@ -261,7 +261,7 @@ def _push_failed(folder: Path, repo_id: str, failure: HubFailure) -> str:
     if failure.kind == "unauthorized":
         cause = "not allowed: log in with `hf auth login` or set HF_TOKEN to a token with write access"
         remedy = f"The folder is unchanged: {again}."
-    elif failure.kind == "timeout":
+    elif failure.kind in ("timeout", "cut_short"):
         cause = failure.detail.rstrip(".")
         remedy = f"The folder is unchanged: {again}."
     elif failure.kind == "unreachable":

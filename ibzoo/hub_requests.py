@@ -222,7 +222,7 @@ def _guarded_stream_type(http: ModuleType) -> type:
 
 
 FailureKind = Literal[
-    "offline", "timeout", "unreachable", "unauthorized", "not_found", "server_error", "refused"
+    "cut_short", "offline", "timeout", "unreachable", "unauthorized", "not_found", "server_error", "refused"
 ]
 
 
@@ -256,6 +256,10 @@ def hub_failure(error: BaseException) -> HubFailure:
         return HubFailure(
             "timeout", status, _limit_message(constants.ENDPOINT, f"did not answer within {limit:g} s", limit)
         )
+    if cut := next((e for e in chain if isinstance(e, http.RemoteProtocolError)), None):
+        limit = hub_timeout()
+        what = f"closed the connection before the whole answer arrived ({cut})"
+        return HubFailure("cut_short", status, _limit_message(constants.ENDPOINT, what, limit))
     if status is None and constants.is_offline_mode():
         return HubFailure("offline", None, detail)
     if isinstance(error, (hf_errors.RepositoryNotFoundError, hf_errors.RevisionNotFoundError)):

@@ -563,7 +563,12 @@ def one_second_hub_limit(monkeypatch):
         ("silent", "", r"did not answer HEAD \S*config.json within 1 s"),
         ("stall", "model.safetensors", r"did not answer GET \S*model.safetensors within 1 s"),
         ("trickle", "model.safetensors", r"sent \S*model.safetensors at \d+ bytes/s"),
-        ("cut", "model.safetensors", r"failed GET \S*model.safetensors 3 times in a row"),
+        # huggingface_hub 2.x retries a body cut short (resuming) until ibzoo's limit; 1.x gives up at once
+        (
+            "cut",
+            "model.safetensors",
+            r"failed GET \S*model.safetensors 3 times in a row|closed the connection",
+        ),
     ],
 )
 def test_a_hub_that_misbehaves_is_given_up_on_naming_it(

@@ -203,13 +203,25 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
             headers.update(
                 {"ETag": linked_etag, "X-Linked-Etag": linked_etag, "X-Linked-Size": str(entry.size)}
             )
-        self._send_headers(200, "application/octet-stream", headers)
+        fault = self._fault()
+        # A resumed download asks for the rest ("Range: bytes=N-"), as the Hub's storage serves it; a
+        # faulty server answers with the whole file again.
+        start = _range_start(self.headers.get("Range")) if self.command == "GET" and fault is None else None
+        status = 200
+        if start is not None and 0 < start < entry.size:
+            status = 206
+            headers |= {
+                "Content-Length": str(entry.size - start),
+                "Content-Range": f"bytes {start}-{entry.size - 1}/{entry.size}",
+            }
+        self._send_headers(status, "application/octet-stream", headers)
         if self.command != "GET":
             return
         blob = self.server.storage.blob_path(repo_type, repo_id, entry.sha256)
-        if (fault := self._fault()) is not None:
+        if fault is not None:
             return self._send_faulty_body(fault, blob.read_bytes())
         with blob.open("rb") as file:
+            file.seek(start if status == 206 else 0)
             shutil.copyfileobj(file, self.wfile)
 
     def _send_faulty_body(self, fault: _Fault, body: bytes) -> None:
@@ -248,6 +260,12 @@ class _HubRequestHandler(BaseHTTPRequestHandler):
     def _send_error(self, error: HubError, headers: dict[str, str] | None = None) -> None:
         headers = {**(headers or {}), **({"X-Error-Code": error.code} if error.code else {})}
         self._send_json(error.status, {"error": str(error)}, headers)
+
+
+def _range_start(header: str | None) -> int | None:
+    """N of a "bytes=N-" Range header (what a resuming client sends); None for none or any other form."""
+    match = re.fullmatch(r"bytes=(\d+)-", header or "")
+    return int(match[1]) if match else None
 
 
 def _repo_info(repo_id: str, commit: Commit) -> dict:

@@ -1,6 +1,7 @@
 """The local Hub against huggingface_hub's real client and timm's ``hf-hub:`` loading, over HTTP."""
 
 import hashlib
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -161,3 +162,27 @@ def test_timm_loads_pushed_weights_bit_for_bit(local_hub: LocalHub) -> None:
     assert loaded.state_dict().keys() == expected.keys()
     for name, tensor in loaded.state_dict().items():
         torch.testing.assert_close(tensor, expected[name], rtol=0, atol=0)
+
+
+def test_a_range_request_gets_the_rest_of_the_file(local_hub: LocalHub, uploaded: UploadedRepo) -> None:
+    url = f"{local_hub.endpoint}/{uploaded.repo_id}/resolve/main/model.safetensors"
+    whole = uploaded.files["model.safetensors"]
+    with urllib.request.urlopen(urllib.request.Request(url, headers={"Range": "bytes=1000-"})) as response:
+        assert response.status == 206
+        assert response.headers["Content-Range"] == f"bytes 1000-{len(whole) - 1}/{len(whole)}"
+        assert response.read() == whole[1000:]
+
+
+@pytest.mark.parametrize("fault", ["cut", "trickle"])
+def test_a_fault_misbehaves_only_inside_its_block(
+    local_hub: LocalHub, uploaded: UploadedRepo, fault: str
+) -> None:
+    url = f"{local_hub.endpoint}/{uploaded.repo_id}/resolve/main/model.safetensors"
+    whole = uploaded.files["model.safetensors"]
+    with local_hub.fault(fault, "model.safetensors"), urllib.request.urlopen(url, timeout=5) as response:
+        received = response.fp.read(len(whole) // 2 + 10) if fault == "cut" else response.fp.read(3)
+    assert len(received) == (len(whole) // 2 if fault == "cut" else 3)
+    with urllib.request.urlopen(url) as response:
+        assert response.read() == whole
+    with pytest.raises(ValueError, match="unknown fault 'lag'; choose one of silent, stall, trickle, cut"):
+        local_hub.fault("lag").__enter__()

@@ -46,6 +46,7 @@ from ibzoo.checkpoint_source import (
     WEIGHTS_FILE,
     CheckpointSource,
     PretrainedWeightsUnavailableError,
+    names_a_source,
 )
 from ibzoo.factory import create_pretraining_model
 from ibzoo.hub_requests import HUB_ERRORS, HubFailure, hub_failure, time_limits
@@ -108,10 +109,10 @@ def zoo_repo_id(model_name: str) -> str | None:
     An untagged zoo name is the user's own model: timm would resolve it to the default tag's repo, which
     holds other weights.
     """
-    if not (model_name.startswith("hf-hub:") or "." in model_name.split("/")[-1]):
+    if not (names_a_source(model_name) or "." in model_name.split("/")[-1]):
         return None
     source = CheckpointSource.from_name(model_name)
-    return source.repo_id if source is not None else None
+    return source.repo_id if source is not None else None  # None for a local-dir: folder
 
 
 def _default_repo_id(model_name: str) -> str:

@@ -14,22 +14,9 @@ import timm
 from timm.models import split_model_name_tag
 from torch import nn
 
-from ibzoo.checkpoint_source import (
-    CONFIG_FILE,
-    CheckpointSource,
-    WeightsSource,
-    explained_errors,
-    locate_weights,
-    names_a_source,
-)
+from ibzoo.checkpoint_source import names_a_source
 from ibzoo.frameworks import FRAMEWORK_NAMES
-from ibzoo.loading import (
-    Checkpoint,
-    create_pretrained,
-    load_checkpoint,
-    load_projector_weights,
-    load_safetensors_checkpoint,
-)
+from ibzoo.loading import load_backbone, load_checkpoint, load_projector_weights
 from ibzoo.models.catalog import (
     MODEL_INFOS,
     ModelInfo,
@@ -81,66 +68,9 @@ def create_model(model_name: str, pretrained: bool = False, **kwargs: Any) -> nn
     ``in_chans``, ``global_pool``, ``drop_rate``, ``pretrained_cfg_overlay``, ``checkpoint_path``, ...)
     is honoured.
     """
-    return _create_backbone(model_name, pretrained, kwargs)[0]
-
-
-def _create_backbone(
-    model_name: str,
-    pretrained: bool,
-    kwargs: dict[str, Any],
-    checkpoint: Checkpoint | None = None,
-    with_projector: bool = False,
-) -> tuple[nn.Module, Checkpoint | None]:
-    """:func:`create_model`, and the published checkpoint with its config.json read: ``checkpoint`` when
-    the caller already loaded the one ``model_name`` names, else read here for a ``hf-hub:`` or
-    ``local-dir:`` name, and when ``with_projector`` and ``pretrained``, wherever the weights were found
-    (the projector lies beside them).
-
-    Where the weights lie is resolved here, once (:func:`~ibzoo.checkpoint_source.locate_weights`), and
-    passed down: to loading, to the errors, and to the caller for the projector beside them.
-    """
     _check_arguments(model_name, kwargs)
     _check_known(model_name)
-    weights = locate_weights(model_name, kwargs) if pretrained else None
-    source = weights.checkpoint if weights else None
-    if source is None and names_a_source(model_name):
-        source = CheckpointSource.from_name(model_name)
-    wanted = (pretrained and with_projector) or names_a_source(model_name)
-    if wanted and source is not None and (checkpoint is None or checkpoint.source != source):
-        # Refuses a config.json that is invalid or from a newer ibzoo before timm reads the weights.
-        checkpoint = _published_checkpoint(source, model_name, weights)
-    checkpoint_path = kwargs.pop("checkpoint_path", None)
-    with explained_errors(model_name, source, "pretrained weights"):
-        try:
-            if (
-                weights is not None
-            ):  # weights read from safetensors only, never through timm's pickle fallbacks
-                model = create_pretrained(model_name, weights, **kwargs)
-            else:
-                model = timm.create_model(model_name, **kwargs)
-        except TypeError as err:
-            if "unexpected keyword argument" not in str(err):
-                raise
-            raise TypeError(
-                f"{model_name}: {err}. create_model passes extra keyword arguments to the timm model class; "
-                "check the spelling against timm.create_model's documentation."
-            ) from None
-        if checkpoint_path:
-            load_safetensors_checkpoint(model, checkpoint_path)
-    return model, checkpoint
-
-
-def _published_checkpoint(
-    source: CheckpointSource, model_name: str, weights: WeightsSource | None
-) -> Checkpoint | None:
-    """The checkpoint at ``source`` with its config.json read, or None for weights that are a bare file
-    (an overlay's ``file`` in a folder without config.json: timm's own format, no ibzoo projector)."""
-    bare_file = (
-        weights is not None and weights.origin.get("source") != "local-dir" and weights.origin.get("file")
-    )
-    if bare_file and source.folder is not None and not (source.folder / CONFIG_FILE).is_file():
-        return None
-    return load_checkpoint(source, model_name)
+    return load_backbone(model_name, pretrained, kwargs)[0]
 
 
 def create_pretraining_model(
@@ -201,7 +131,8 @@ def create_pretraining_model(
         objective_config = objective_config or paper_objective_config(framework, projector)
     kwargs["num_classes"] = 0
     # With pretrained, the checkpoint is the one the backbone's weights came from: its projector is theirs.
-    backbone, checkpoint = _create_backbone(model_name, pretrained, kwargs, checkpoint, with_projector=True)
+    _check_known(model_name)
+    backbone, checkpoint = load_backbone(model_name, pretrained, kwargs, checkpoint, with_projector=True)
     if info is not None:
         published = None
         if pretrained and checkpoint is not None and (projector_config is None or objective_config is None):

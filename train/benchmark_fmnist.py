@@ -35,14 +35,18 @@ The budget ("full"), and why:
   is read off a learning curve (train/benchmark_curve.py: its mlp cell trained long and scored on the way)
   as the smallest number of epochs at which its mlp cell is at least 3 points above the fair random-init
   reference. SimCLR: 4 epochs = 936 LARS steps, where its curve is 9.6 points above the reference
-  (85.66 % linear; 83.91 % after 1 epoch). A framework with no budget yet has no cells here.
+  (85.66 % linear; 83.91 % after 1 epoch). BYOL, VICReg and MoCo v3: 1 epoch = 234 steps, the first
+  point a curve scores, where their mlp cells are already 6.2, 6.4 and 7.7 points above it (seed 0, each
+  its own 1-epoch schedule: train/results/fmnist_curves.json). Barlow Twins keeps the 936 steps of its
+  first rows: no budget up to 24 epochs clears the rule (README, "Learning curves").
 - Top-k: 16384 latents, k = 1024. k above the 512-d backbone features, as the paper's k = 1000 > 512, so
   the output is not confined to a k-dimensional span; 16384 rather than 100000 latents keeps the encoder
   matmul below a fifth of the backbone's step on a CPU (6 % active latents, the paper 1 %).
 - MI weight of ``mlp_mi``: large enough to act (see MI_WEIGHTS); the table reports the last epoch's
   mean SSL loss and λ·I(Z1; Z2) of every cell.
 - Seeds: 5 for the main comparison (SimCLR mlp, fsq, topk: a 95 % interval on a paired difference of
-  about ±1 point, the size of the paper's gains), 3 for every other cell and reference. Runs go seed by
+  about ±1 point, the size of the paper's gains), 1 for BYOL's, VICReg's and MoCo v3's topk_fsq and
+  mlp_mi (a first look, which their issue asks for), 3 for every other cell and reference. Runs go seed by
   seed, so an interrupted benchmark has whole seeds of every cell first.
 
 A pretraining run is 936 steps: 1.5-1.8 s each measured here on a nearly idle 2-core CPU (one loader
@@ -59,6 +63,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -97,7 +102,7 @@ BUDGETS = {
     "full": dict(
         subset=None,
         image_size=32,
-        epochs={"simclr": 4, "barlow": 4},
+        epochs={"simclr": 4, "barlow": 4, "byol": 1, "vicreg": 1, "mocov3": 1},
         batch_size=256,
         warmup_fraction=0.05,
         main_seeds=5,
@@ -108,7 +113,7 @@ BUDGETS = {
     "quick": dict(
         subset=64,
         image_size=32,
-        epochs={"simclr": 1, "barlow": 1},
+        epochs={"simclr": 1, "barlow": 1, "byol": 1, "vicreg": 1, "mocov3": 1},
         batch_size=32,
         warmup_fraction=0.0,
         main_seeds=1,
@@ -123,8 +128,9 @@ TOPK = dict(latents=16384, k=1024)
 # previous benchmark (I(Z1; Z2) about 5 nats): a re-run of mlp. Measured over the first 60 steps of this
 # budget: SimCLR's I rises from 0.18 to 0.68 nats while its loss falls from 6.1 to 5.6; Barlow Twins' I is
 # 0.4-0.5 beside a loss of 180-190. These weights put λ·I near a tenth of the SSL loss once I reaches a
-# few nats; the table reports both for every cell.
-MI_WEIGHTS = {"simclr": 0.1, "barlow": 5.0}
+# few nats; the table reports both for every cell. The same rule, λ ≈ 0.1 L / 5 nats with L the loss over
+# the first 60 steps of each one-epoch curve run (seed 0): BYOL 0.5-1.9, VICReg 39-48, MoCo v3 3.9-4.3.
+MI_WEIGHTS = {"simclr": 0.1, "barlow": 5.0, "byol": 0.01, "vicreg": 0.8, "mocov3": 0.08}
 RECALIBRATION_IMAGES = 4096
 ROW_TITLES = {
     "topk_tied": "topk, tied init",
@@ -145,6 +151,8 @@ class Cell:
     """The zoo projector pretrained (default: ``row``); None for an untrained reference."""
     main: bool = False
     """In the main comparison, which gets more seeds."""
+    first_look: bool = False
+    """A cell of which one seed is enough (a first look), whatever the budget's seed count."""
     pretrain_args: tuple[str, ...] = ()
     """Extra train/pretrain.py flags of an ablation."""
 
@@ -158,6 +166,8 @@ class Cell:
         return self.framework != REFERENCE and not self.pretrain_args
 
     def seeds(self, settings: dict) -> range:
+        if self.first_look:
+            return range(1)
         return range(settings["main_seeds"] if self.main else settings["seeds"])
 
 
@@ -165,8 +175,13 @@ class Cell:
 FAIR_REFERENCE = Cell(REFERENCE, "random_init_bn")
 REFERENCES = (Cell(REFERENCE, "random_init"), FAIR_REFERENCE)
 MAIN = {("simclr", "mlp"), ("simclr", "fsq"), ("simclr", "topk")}
+FIRST_LOOK = {(f, p) for f in ("byol", "vicreg", "mocov3") for p in ("topk_fsq", "mlp_mi")}
 CELLS = (
-    *(Cell(f, p, p, (f, p) in MAIN) for f in BUDGETS["full"]["epochs"] for p in PROJECTORS),
+    *(
+        Cell(f, p, p, (f, p) in MAIN, (f, p) in FIRST_LOOK)
+        for f in BUDGETS["full"]["epochs"]
+        for p in PROJECTORS
+    ),
     Cell("simclr", "topk_tied", "topk", pretrain_args=("--projector.topk-init", "tied")),
     Cell("simclr", "mlp_zero_init", "mlp", pretrain_args=("--zero-init-last",)),
 )
@@ -405,6 +420,21 @@ def margins_over_reference(results: dict) -> str:
     return header + "\n".join(lines) + "\n" if lines else ""
 
 
+def continues(saved: dict, settings: dict) -> bool:
+    """Whether a results.json with ``saved`` settings can go on under ``settings``: the same, or the same
+    with frameworks added since (their epochs and MI weights new entries beside the old, unchanged)."""
+    if saved.keys() != settings.keys():
+        return False
+    for key, value in settings.items():
+        old = saved[key]
+        if key in ("epochs", "mi_weights") and isinstance(old, dict) and isinstance(value, dict):
+            if any(value.get(framework) != weight for framework, weight in old.items()):
+                return False
+        elif old != value:
+            return False
+    return True
+
+
 def benchmark_settings(budget: str) -> dict:
     """Everything that makes two runs of the table comparable, as results.json records it (a resumed
     results.json must hold the same)."""
@@ -414,14 +444,21 @@ def benchmark_settings(budget: str) -> dict:
     return settings
 
 
+def _enumerate(items: Iterable[str]) -> str:
+    """ "a", "a and b", "a, b and c"."""
+    *head, last = items
+    return f"{', '.join(head)} and {last}" if head else last
+
+
 def describe_budget(settings: dict) -> str:
     """The settings as one phrase for the model cards."""
     images = "all" if settings["subset"] is None else f"the first {settings['subset']}"
-    mi_weights = " and ".join(
+    mi_weights = _enumerate(
         f"{weight:g} ({FRAMEWORK_TITLES[framework]})" for framework, weight in settings["mi_weights"].items()
     )
-    epochs = " and ".join(
-        f"{count} epochs ({FRAMEWORK_TITLES[framework]})" for framework, count in settings["epochs"].items()
+    epochs = _enumerate(
+        f"{count} epoch{'s' if count != 1 else ''} ({FRAMEWORK_TITLES[framework]})"
+        for framework, count in settings["epochs"].items()
     )
     return (
         f"{images} training images at {settings['image_size']} px, {epochs} at global batch "
@@ -442,7 +479,9 @@ def main(argv: list[str] | None = None) -> Path:
             f"{results_file} exists; pass --resume to keep its runs or pick another --output-dir."
         )
     results = load_results(results_file) if results_file.exists() else {"settings": settings, "runs": []}
-    if results["settings"] != settings:
+    if continues(results["settings"], settings):
+        results["settings"] = settings  # a framework added since: its runs join the same table
+    else:
         raise ValueError(
             f"{output_dir} holds a benchmark with settings {results['settings']}, not {settings}; "
             "pass the same --budget, or another --output-dir."

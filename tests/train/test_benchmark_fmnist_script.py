@@ -57,7 +57,10 @@ def test_quick_benchmark_resumes_and_publishes_loadable_models(idx_dir, tmp_path
     assert table in card.replace("\\", "") and "seed 0 of the row SimCLR / mlp" in card
     # The description reads as written: code spans with their spaces, λ per framework by name.
     assert "Every `resnet18_*.fmnist` model was pretrained by `make bench-fmnist` (train" in card
-    assert "mlp\\_mi with λ = 0.1 (SimCLR) and 5 (Barlow Twins);" in card
+    assert (
+        "mlp\\_mi with λ = 0.1 (SimCLR), 5 (Barlow Twins), 0.01 (BYOL), 0.8 (VICReg) and 0.08 (MoCo v3);"
+        in card
+    )
     # The card states the checkpoint's own margin over the fair reference, and warns when it is below.
     reference = runs[("none", "random_init_bn", 0)]
     standing = "above" if margin >= 0 else "below"
@@ -117,8 +120,10 @@ def test_cells_seeds_and_pretraining_flags_follow_the_issue(tmp_path, monkeypatc
     script = load_train_script("benchmark_fmnist")
     settings = script.BUDGETS["full"]
     seeds = {cell.key: len(cell.seeds(settings)) for cell in (*script.REFERENCES, *script.CELLS)}
+    frameworks = ("simclr", "barlow", "byol", "vicreg", "mocov3")
     assert seeds == {
-        **{f"{f}/{p}": 3 for f in ("simclr", "barlow") for p in ("mlp", "fsq", "topk", "topk_fsq", "mlp_mi")},
+        **{f"{f}/{p}": 3 for f in frameworks for p in ("mlp", "fsq", "topk", "topk_fsq", "mlp_mi")},
+        **{f"{f}/{p}": 1 for f in ("byol", "vicreg", "mocov3") for p in ("topk_fsq", "mlp_mi")},
         "simclr/mlp": 5,
         "simclr/fsq": 5,
         "simclr/topk": 5,
@@ -201,6 +206,16 @@ def test_only_cells_above_the_fair_reference_are_published():
         "- Barlow Twins mlp: -0.50 ± 2.12 points (below the fair reference: no `.fmnist` Hub folder" in text
     )
     assert "- SimCLR mlp: +1.00 ± 2.83 points\n" in text
+
+
+def test_a_record_continues_when_frameworks_are_added_but_not_when_a_setting_changes():
+    script = load_train_script("benchmark_fmnist")
+    settings = script.benchmark_settings("full")
+    older = {**settings, "epochs": {"simclr": 4, "barlow": 4}, "mi_weights": {"simclr": 0.1, "barlow": 5.0}}
+    assert script.continues(older, settings) and script.continues(settings, settings)
+    assert not script.continues({**older, "epochs": {"simclr": 2, "barlow": 4}}, settings)
+    assert not script.continues({**settings, "batch_size": 128}, settings)
+    assert not script.continues({key: v for key, v in settings.items() if key != "knn_k"}, settings)
 
 
 def test_the_committed_record_continues_with_this_benchmarks_settings():

@@ -146,6 +146,10 @@ def fair_reference(output_dir: Path) -> dict[str, float]:
     return {metric: statistics.mean(r[metric] for r in scores) for metric in METRICS} if scores else {}
 
 
+# Grey: no curve's colour (one per curve, from PALETTE) can be mistaken for the reference's.
+REFERENCE_COLOR = (110, 110, 110)
+
+
 def draw_curves(curves: list[dict], reference: dict[str, float]) -> Image.Image:
     """Linear and k-NN top-1 against steps, one line per curve, the reference as a flat line."""
     panels = []
@@ -155,11 +159,17 @@ def draw_curves(curves: list[dict], reference: dict[str, float]) -> Image.Image:
             points = curve["points"]
             label = f"{FRAMEWORK_TITLES[curve['framework']]} ({curve['epochs']} ep)"
             series.append(
-                Series(label, [p["step"] for p in points], [p[metric] for p in points], color=PALETTE[index])
+                Series(
+                    label,
+                    [p["step"] for p in points],
+                    [p[metric] for p in points],
+                    color=PALETTE[index % len(PALETTE)],
+                )
             )
         if metric in reference:
             steps = [p["step"] for curve in curves for p in curve["points"]]
-            series.append(Series("random init", [0, max(steps)], [reference[metric]] * 2, color=PALETTE[3]))
+            line = [reference[metric]] * 2
+            series.append(Series("random init", [0, max(steps)], line, color=REFERENCE_COLOR))
         panels.append(line_chart(series, title=title, x_label="step", y_label="top-1 (%)"))
     return side_by_side(panels)
 

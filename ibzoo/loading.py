@@ -185,9 +185,8 @@ def load_backbone(
     checkpoint_path = kwargs.pop("checkpoint_path", None)
     with explained_errors(model_name, source, "pretrained weights"):
         try:
-            if (
-                weights is not None
-            ):  # weights read from safetensors only, never through timm's pickle fallbacks
+            # Weights are read from safetensors only, never through timm's pickle fallbacks.
+            if weights is not None:
                 model = create_pretrained(model_name, weights, **kwargs)
             else:
                 model = timm.create_model(model_name, **kwargs)
@@ -346,14 +345,9 @@ def create_pretrained(model_name: str, weights: WeightsSource, **kwargs: Any) ->
             model.pretrained_cfg[key] = weights.origin[key]
         elif key != "hf_hub_id":
             model.pretrained_cfg.pop(key, None)
-    check_loaded(path, model.state_dict())
-    _refuse_missing_tensors(model, _stored_keys(path), str(path))
+    stored = check_loaded(path, model.state_dict())
+    _refuse_missing_tensors(model, stored, str(path))
     return model
-
-
-def _stored_keys(path: Path) -> set[str]:
-    with safetensors.safe_open(str(path), framework="pt") as weights:
-        return set(weights.keys())
 
 
 def _refuse_missing_tensors(model: nn.Module, tensors: Collection[str], where: str) -> None:

@@ -65,9 +65,7 @@ def _check_finite(state_dict: Mapping[str, torch.Tensor], origin: str) -> None:
     floats = [(key, tensor) for key, tensor in state_dict.items() if tensor.is_floating_point()]
     if not floats:
         return
-    sums = torch.stack(
-        [tensor.sum(dtype=_SUM_DTYPE.get(tensor.dtype, torch.float32)).cpu() for _, tensor in floats]
-    )
+    sums = torch.stack([tensor.sum(dtype=_sum_dtype(tensor)).cpu() for _, tensor in floats])
     if bool(torch.isfinite(sums).all()):
         return
     for key, tensor in floats:
@@ -78,7 +76,8 @@ def _check_finite(state_dict: Mapping[str, torch.Tensor], origin: str) -> None:
             )
 
 
-_SUM_DTYPE = {torch.float64: torch.float64}
+def _sum_dtype(tensor: torch.Tensor) -> torch.dtype:
+    return torch.float64 if tensor.dtype == torch.float64 else torch.float32
 
 
 def check_state_dict(
@@ -100,17 +99,19 @@ def check_state_dict(
     check_dtypes({key: tensor.dtype for key, tensor in state_dict.items()}, reference, origin, state_dict.get)
 
 
-def check_loaded(path: str | Path, loaded: Mapping[str, torch.Tensor]) -> None:
+def check_loaded(path: str | Path, loaded: Mapping[str, torch.Tensor]) -> set[str]:
     """:func:`check_state_dict` for a safetensors file that timm has just loaded into a model, without
     reading it again: the stored dtypes come from the file's header, the values from the model's state
     dict ``loaded`` (loading keeps the model's dtypes), and only a tensor stored in another floating-point
-    type than the model's is read, to tell a lossless cast from a rounding one."""
+    type than the model's is read, to tell a lossless cast from a rounding one. Returns the names of the
+    stored tensors (from the same header read), for the caller's completeness check."""
     with safetensors.safe_open(str(path), framework="pt") as weights:
-        names = weights.keys()
+        names = set(weights.keys())
         stored = {key: _SAFETENSORS_DTYPES.get(weights.get_slice(key).get_dtype()) for key in names}
         known = {key: dtype for key, dtype in stored.items() if dtype is not None}
         _check_finite({key: loaded[key] for key in known if key in loaded}, str(path))
         check_dtypes(known, loaded, str(path), weights.get_tensor)
+    return names
 
 
 # safetensors' dtype names (its header's "dtype") for the types PyTorch loads.

@@ -99,12 +99,15 @@ BACKBONE = "resnet18"
 BUDGETS = {
     # epochs: each framework's own (cells of one framework share it: every Δ is within a framework).
     # warmup_fraction: the reference's 10 warm-up epochs of 200.
+    # reference_warmup_steps: frameworks whose lr rises at their reference's own warm-up slope instead
+    # (lr * step / N, N = its warm-up steps), reaching the recipe's lr only after N steps; see warmup_args.
     "full": dict(
         subset=None,
         image_size=32,
         epochs={"simclr": 4, "barlow": 4, "byol": 1, "vicreg": 1, "mocov3": 1},
         batch_size=256,
         warmup_fraction=0.05,
+        reference_warmup_steps={"vicreg": 1950},
         main_seeds=5,
         seeds=3,
     ),
@@ -116,6 +119,7 @@ BUDGETS = {
         epochs={"simclr": 1, "barlow": 1, "byol": 1, "vicreg": 1, "mocov3": 1},
         batch_size=32,
         warmup_fraction=0.0,
+        reference_warmup_steps={},
         main_seeds=1,
         seeds=1,
     ),
@@ -259,6 +263,30 @@ def model_name(cell: Cell) -> str:
     return f"{BACKBONE}_{cell.framework}_{cell.projector}"
 
 
+def warmup_args(cell: Cell, epochs: int, settings: dict, data_dir: Path) -> list[str]:
+    """The pretrain.py flags of the cell's warm-up: over ``warmup_fraction`` of its epochs to the recipe's
+    lr, or for a framework in ``reference_warmup_steps`` at its reference's warm-up slope.
+
+    VICReg takes the second. Its reference (solo-learn ``scripts/pretrain/cifar/vicreg.yaml``, 1000
+    epochs, ``warmup_cosine`` with solo-learn's default 10 warm-up epochs) raises the lr to 0.3 over 10 x
+    195 = 1950 steps. Compressed into 5 % of one epoch (12 steps), VICReg diverged: its loss is not
+    scale-invariant, and by step 7 the BatchNorm and bias parameters, which LARS leaves to plain SGD as
+    the reference does, were taking steps of up to 30 times their own size (loss 47 -> 1e17 by step 20;
+    the top-k cell at seed 0, and the mlp cell in 4 of 5 other tries, under bf16 and float32 alike, and
+    with every parameter under LARS too). At the reference's slope the lr is 0.3 x 234 / 1950 = 0.036 at
+    the end of a 234-step epoch: the budget is the reference's first epoch, and its loss falls smoothly.
+    """
+    reference_steps = settings["reference_warmup_steps"].get(cell.framework)
+    if reference_steps is None:
+        return ["--optimizer.warmup-epochs", f"{settings['warmup_fraction'] * epochs:g}"]
+    lr = ibzoo.model_info(f"{model_name(cell)}.{TAG}").optimizer_config.lr
+    images = load_image_dataset(DataConfig(str(data_dir)), "train").dataset.num_rows
+    steps_per_epoch = images // settings["batch_size"]
+    warmup_epochs = min(epochs, reference_steps / steps_per_epoch)
+    peak = lr * min(1.0, epochs * steps_per_epoch / reference_steps)
+    return ["--optimizer.lr", f"{peak:g}", "--optimizer.warmup-epochs", f"{warmup_epochs:g}"]
+
+
 def seeds_to_run(cell: Cell, settings: dict, args: argparse.Namespace) -> list[int]:
     """The cell's seeds that this invocation runs (or, with --rerun, trains again): all, or the --seeds."""
     return [seed for seed in cell.seeds(settings) if args.seeds is None or seed in args.seeds]
@@ -288,7 +316,7 @@ def pretrain(
     argv = [sys.executable, str(PRETRAIN), "--model", f"{name}.{TAG}", "--data.dataset", str(data_dir)]
     argv += ["--output-dir", str(folder), "--seed", str(seed), "--epochs", str(epochs)]
     argv += ["--batch-size", str(settings["batch_size"]), "--image-size", str(settings["image_size"])]
-    argv += ["--optimizer.warmup-epochs", f"{settings['warmup_fraction'] * epochs:g}"]
+    argv += warmup_args(cell, epochs, settings, data_dir)
     # The reference trains in 16-bit mixed precision; bf16 is also the faster one on CPUs with AVX512-BF16.
     argv += ["--mixed-precision", "bf16"]
     argv += ["--num-workers", str(args.num_workers), "--log-every", str(LOG_EVERY[args.budget])]
@@ -460,9 +488,13 @@ def describe_budget(settings: dict) -> str:
         f"{count} epoch{'s' if count != 1 else ''} ({FRAMEWORK_TITLES[framework]})"
         for framework, count in settings["epochs"].items()
     )
+    slopes = "".join(
+        f"; {FRAMEWORK_TITLES[framework]}'s lr rising as its reference's {steps}-step warm-up"
+        for framework, steps in settings["reference_warmup_steps"].items()
+    )
     return (
         f"{images} training images at {settings['image_size']} px, {epochs} at global batch "
-        f"{settings['batch_size']} (warm-up {settings['warmup_fraction']:.0%} of them), top-k projectors "
+        f"{settings['batch_size']} (warm-up {settings['warmup_fraction']:.0%} of them{slopes}), top-k projectors "
         f"with {settings['topk_latents']} latents and k = {settings['topk_k']}, mlp_mi with λ = {mi_weights}"
     )
 

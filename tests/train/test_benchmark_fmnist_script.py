@@ -223,3 +223,21 @@ def test_the_committed_record_continues_with_this_benchmarks_settings():
     script = load_train_script("benchmark_fmnist")
     record = json.loads((Path(script.__file__).parent / "results" / "fmnist.json").read_text())
     assert record["settings"] == script.benchmark_settings("full")
+
+
+def test_vicreg_warms_up_at_its_references_slope_and_the_others_over_a_fraction(idx_dir, tmp_path):
+    """VICReg's lr reaches 0.3 x steps / 1950 at the end of a short budget (the reference's first steps),
+    and 0.3 once the budget is longer than the reference's warm-up; other frameworks warm up over 5 %."""
+    script = load_train_script("benchmark_fmnist")
+    settings = {**script.BUDGETS["full"], "subset": 64, "batch_size": 16}  # 4 steps per epoch
+    args = script.parse_args(["--output-dir", str(tmp_path), "--idx-dir", str(idx_dir)])
+    data_dir = script.benchmark_data(tmp_path, settings, args)[0]
+    cells = {cell.key: cell for cell in script.CELLS}
+    short = script.warmup_args(cells["vicreg/topk"], 2, settings, data_dir)
+    assert short == ["--optimizer.lr", f"{0.3 * 8 / 1950:g}", "--optimizer.warmup-epochs", "2"]
+    long = script.warmup_args(cells["vicreg/mlp"], 500, settings, data_dir)
+    assert long == ["--optimizer.lr", "0.3", "--optimizer.warmup-epochs", f"{1950 / 4:g}"]
+    assert script.warmup_args(cells["simclr/topk"], 4, settings, data_dir) == [
+        "--optimizer.warmup-epochs",
+        "0.2",
+    ]

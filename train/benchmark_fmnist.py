@@ -494,8 +494,9 @@ def describe_budget(settings: dict) -> str:
     )
     return (
         f"{images} training images at {settings['image_size']} px, {epochs} at global batch "
-        f"{settings['batch_size']} (warm-up {settings['warmup_fraction']:.0%} of them{slopes}), top-k projectors "
-        f"with {settings['topk_latents']} latents and k = {settings['topk_k']}, mlp_mi with λ = {mi_weights}"
+        f"{settings['batch_size']} (warm-up {settings['warmup_fraction']:.0%} of them{slopes}), top-k "
+        f"projectors with {settings['topk_latents']} latents and k = {settings['topk_k']}, mlp_mi with "
+        f"λ = {mi_weights}"
     )
 
 

@@ -26,14 +26,12 @@ import dataclasses
 import json
 import re
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import safetensors
 import timm
-from huggingface_hub import constants
-from safetensors.torch import load_file
 from timm.models import split_model_name_tag
 from torch import Tensor, nn
 
@@ -52,7 +50,16 @@ from ibzoo.models.pretraining import SSLModel
 from ibzoo.objectives import ObjectiveConfig, recorded_objective_config
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.version import __version__
-from ibzoo.weights import CheckpointError, check_loaded, check_state_dict, refuse_pickle
+from ibzoo.weights import (
+    CheckpointError,
+    check_content,
+    check_loaded,
+    check_state_dict,
+    load_weights_file,
+    read_safetensors,
+    refuse_missing_tensors,
+    remedy_for,
+)
 
 # With the errors loading raises, defined where they arise (ibzoo.weights, ibzoo.checkpoint_source).
 __all__ = [
@@ -65,7 +72,6 @@ __all__ = [
     "load_backbone",
     "load_checkpoint",
     "load_projector_weights",
-    "load_safetensors_checkpoint",
 ]
 
 
@@ -115,7 +121,7 @@ class Checkpoint:
         """The projector's tensors (``projector.safetensors``) and the local file they were read from."""
         with explained_errors(self.name, self.source, "projector weights"):
             path = self.source.fetch(PROJECTOR_FILE)
-            return _load_safetensors(path, "projector"), path
+            return read_safetensors(path, "projector"), path
 
 
 def _recorded_configs(
@@ -198,7 +204,7 @@ def load_backbone(
                 "check the spelling against timm.create_model's documentation."
             ) from None
         if checkpoint_path:
-            load_safetensors_checkpoint(model, checkpoint_path)
+            load_weights_file(model, checkpoint_path)
     return model, checkpoint
 
 
@@ -250,7 +256,7 @@ def _read_config(source: CheckpointSource) -> dict[str, Any]:
         config = json.loads(path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise CheckpointError(
-            f"{CONFIG_FILE} of {source} ({path}) is not valid JSON ({err}). {_remedy_for(path)}."
+            f"{CONFIG_FILE} of {source} ({path}) is not valid JSON ({err}). {remedy_for(path)}."
         ) from None
     expected = {"architecture": str, "pretrained_cfg": dict, "model_args": dict, "ibzoo": dict}
     wrong = [
@@ -286,37 +292,6 @@ def backbone_architecture(backbone: nn.Module) -> str:
     return MODEL_INFOS[base].architecture if base in MODEL_INFOS else architecture
 
 
-def _remedy_for(path: Path) -> str:
-    """What to do about a damaged file: a download is fetched again once its cached copy is gone (the
-    cache would otherwise keep serving it), a local file is saved again."""
-    cache = Path(constants.HF_HUB_CACHE).resolve()
-    if cache in Path(path).resolve().parents:
-        return f"Download it again: delete the repo's folder under {cache} first"
-    return "Re-save the checkpoint with ibzoo.hub.save_pretrained (or copy it again)"
-
-
-def _check_content(path: Path, content: str) -> None:
-    """Refuse the safetensors file ``path`` when its metadata says it holds something other than
-    ``content`` ("backbone", "projector"), or its header is damaged, naming the remedy for where it lies."""
-    try:
-        with safetensors.safe_open(str(path), framework="pt") as weights:
-            found = (weights.metadata() or {}).get("content", content)
-    except safetensors.SafetensorError as err:
-        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {_remedy_for(path)}.") from None
-    if found != content:
-        raise CheckpointError(f"{path} holds the {found}, not the {content}; re-save the checkpoint.")
-
-
-def _load_safetensors(path: Path, content: str) -> dict[str, Tensor]:
-    """The tensors of the safetensors file ``path``, which must hold ``content`` ("backbone", "projector")
-    when its metadata says; a truncated file is named, with the remedy for where it lies."""
-    _check_content(path, content)
-    try:
-        return load_file(path)
-    except safetensors.SafetensorError as err:
-        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {_remedy_for(path)}.") from None
-
-
 def create_pretrained(model_name: str, weights: WeightsSource, **kwargs: Any) -> nn.Module:
     """``timm.create_model(model_name, pretrained=True, **kwargs)`` with the weights from ``weights``
     (:func:`~ibzoo.checkpoint_source.locate_weights`), read from safetensors only.
@@ -333,52 +308,21 @@ def create_pretrained(model_name: str, weights: WeightsSource, **kwargs: Any) ->
             model_name, pretrained=True, pretrained_cfg_overlay=overlay or None, **kwargs
         )
     path = weights.checkpoint.fetch(weights.filename)
-    _check_content(path, "backbone")
+    check_content(path, "backbone")
     # An empty source makes timm read the file ahead of every other location.
     loading = {**overlay, "file": str(path), "source": ""}
     try:
         model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=loading, **kwargs)
     except safetensors.SafetensorError as err:
-        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {_remedy_for(path)}.") from None
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {remedy_for(path)}.") from None
     for key in ("source", "custom_load", "file", "hf_hub_id"):
         if weights.origin.get(key) is not None:
             model.pretrained_cfg[key] = weights.origin[key]
         elif key != "hf_hub_id":
             model.pretrained_cfg.pop(key, None)
     stored = check_loaded(path, model.state_dict())
-    _refuse_missing_tensors(model, stored, str(path))
+    refuse_missing_tensors(model, stored, str(path))
     return model
-
-
-def _refuse_missing_tensors(model: nn.Module, tensors: Collection[str], where: str) -> None:
-    """With a new classifier (``num_classes`` other than the checkpoint's) timm loads leniently, so a tensor
-    absent from the file would silently keep its random init. Only the classifier may be absent."""
-    classifier = model.pretrained_cfg.get("classifier") or ()
-    heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
-    missing = [
-        key
-        for key in model.state_dict()
-        if key not in tensors and not any(key.startswith(f"{head}.") for head in heads)
-    ]
-    if missing:
-        raise CheckpointError(
-            f"{where} lacks {len(missing)} of the model's tensors ({', '.join(missing[:4])}"
-            f"{', ...' if len(missing) > 4 else ''}); they would keep their random init. The file is not a "
-            "whole checkpoint of this architecture: re-save it (ibzoo.hub.save_pretrained) or point at "
-            "another one."
-        )
-
-
-def load_safetensors_checkpoint(model: nn.Module, path: str | Path) -> None:
-    """Load a safetensors state dict into ``model`` strictly, as timm's ``checkpoint_path=`` does."""
-    path = Path(path)
-    if not path.name.endswith(".safetensors"):
-        refuse_pickle(path)
-    if not path.is_file():
-        raise PretrainedWeightsUnavailableError(f"checkpoint_path {path} does not exist.")
-    state_dict = _load_safetensors(path, "backbone")
-    check_state_dict(state_dict, model.state_dict(), str(path))
-    model.load_state_dict(state_dict)
 
 
 def load_projector_weights(model: SSLModel, checkpoint: Checkpoint | None, model_name: str) -> None:

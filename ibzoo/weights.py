@@ -7,26 +7,40 @@ from safetensors files, which hold only tensors and text metadata; pickled ones 
 (:func:`refuse_pickle`). Every tensor loaded into a model is checked (:func:`check_state_dict`): NaN or
 infinite values and integer or boolean tensors for floating-point parameters are refused, naming the
 tensor; a cast between floating-point types is reported.
+
+A file is read here too: its metadata must say it holds what is asked for (:func:`check_content`), a
+damaged one is named with the remedy for where it lies (:func:`remedy_for`: the Hugging Face cache or a
+folder), and a file that lacks some of a model's tensors is refused (:func:`refuse_missing_tensors`).
+Where the file comes from is :mod:`ibzoo.checkpoint_source`'s business; :mod:`ibzoo.loading` puts the two
+together.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
 from typing import NoReturn
 
 import safetensors
 import torch
+from huggingface_hub import constants
+from safetensors.torch import load_file
+from torch import nn
 
 __all__ = [
     "PICKLE_SUFFIXES",
     "CheckpointError",
     "PretrainedWeightsUnavailableError",
+    "check_content",
     "check_dtypes",
     "check_loaded",
     "check_state_dict",
+    "load_weights_file",
+    "read_safetensors",
+    "refuse_missing_tensors",
     "refuse_pickle",
+    "remedy_for",
 ]
 
 # Suffixes of PyTorch's pickle-based files, as timm, Accelerate and torch.save name them.
@@ -166,3 +180,65 @@ def check_dtypes(
             f"{origin}: {len(keys)} tensors are stored as {source} and load as the model's {target}, {how}.",
             stacklevel=3,
         )
+
+
+def remedy_for(path: Path) -> str:
+    """What to do about a damaged file: a download is fetched again once its cached copy is gone (the
+    cache would otherwise keep serving it), a local file is saved again."""
+    cache = Path(constants.HF_HUB_CACHE).resolve()
+    if cache in Path(path).resolve().parents:
+        return f"Download it again: delete the repo's folder under {cache} first"
+    return "Re-save the checkpoint with ibzoo.hub.save_pretrained (or copy it again)"
+
+
+def check_content(path: Path, content: str) -> None:
+    """Refuse the safetensors file ``path`` when its metadata says it holds something other than
+    ``content`` ("backbone", "projector"), or its header is damaged, naming the remedy for where it lies."""
+    try:
+        with safetensors.safe_open(str(path), framework="pt") as weights:
+            found = (weights.metadata() or {}).get("content", content)
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {remedy_for(path)}.") from None
+    if found != content:
+        raise CheckpointError(f"{path} holds the {found}, not the {content}; re-save the checkpoint.")
+
+
+def read_safetensors(path: Path, content: str) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file ``path``, which must hold ``content`` ("backbone", "projector")
+    when its metadata says; a truncated file is named, with the remedy for where it lies."""
+    check_content(path, content)
+    try:
+        return load_file(path)
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {remedy_for(path)}.") from None
+
+
+def refuse_missing_tensors(model: nn.Module, tensors: Collection[str], where: str) -> None:
+    """With a new classifier (``num_classes`` other than the checkpoint's) timm loads leniently, so a tensor
+    absent from the file would silently keep its random init. Only the classifier may be absent."""
+    classifier = model.pretrained_cfg.get("classifier") or ()
+    heads = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+    missing = [
+        key
+        for key in model.state_dict()
+        if key not in tensors and not any(key.startswith(f"{head}.") for head in heads)
+    ]
+    if missing:
+        raise CheckpointError(
+            f"{where} lacks {len(missing)} of the model's tensors ({', '.join(missing[:4])}"
+            f"{', ...' if len(missing) > 4 else ''}); they would keep their random init. The file is not a "
+            "whole checkpoint of this architecture: re-save it (ibzoo.hub.save_pretrained) or point at "
+            "another one."
+        )
+
+
+def load_weights_file(model: nn.Module, path: str | Path) -> None:
+    """Load a safetensors state dict into ``model`` strictly, as timm's ``checkpoint_path=`` does."""
+    path = Path(path)
+    if not path.name.endswith(".safetensors"):
+        refuse_pickle(path)
+    if not path.is_file():
+        raise PretrainedWeightsUnavailableError(f"checkpoint_path {path} does not exist.")
+    state_dict = read_safetensors(path, "backbone")
+    check_state_dict(state_dict, model.state_dict(), str(path))
+    model.load_state_dict(state_dict)

@@ -3,7 +3,7 @@
 Zoo names are registered with timm (see :mod:`ibzoo.models.zoo`), so these functions are thin: they add
 the defaults an encoder zoo wants (pooled features, no classifier), the projector and objective for
 pretraining, and error messages that say what to do. Pretrained weights and a checkpoint's recorded
-configs come through one door, :mod:`ibzoo.loading`, which reads each checkpoint's config.json once.
+configs come through one door, :mod:`ibzoo.loading`, which reads each published model's config.json once.
 """
 
 from __future__ import annotations
@@ -14,9 +14,8 @@ import timm
 from timm.models import split_model_name_tag
 from torch import nn
 
-from ibzoo.checkpoint_source import names_a_source
 from ibzoo.frameworks import FRAMEWORK_NAMES
-from ibzoo.loading import load_backbone, load_checkpoint, load_projector_weights
+from ibzoo.loading import load_backbone, load_projector_weights, load_published
 from ibzoo.models.catalog import (
     MODEL_INFOS,
     ModelInfo,
@@ -28,6 +27,7 @@ from ibzoo.models.pretraining import SSLModel
 from ibzoo.names import PROJECTORS, did_you_mean
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.projectors import ProjectorConfig
+from ibzoo.published_source import names_a_source
 
 __all__ = ["create_model", "create_pretraining_model", "list_models", "list_pretrained", "model_info"]
 
@@ -108,7 +108,7 @@ def create_pretraining_model(
             "feature pyramid, use ibzoo.create_model(..., features_only=True)."
         )
     info = get_model_info(model_name) if split_model_name_tag(model_name)[0] in MODEL_INFOS else None
-    checkpoint = None  # the checkpoint model_name names, once its config.json is read
+    published = None  # the published model model_name names, once its config.json is read
     if info is not None:
         if (framework, projector) not in ((None, None), (info.framework, info.projector)):
             raise ValueError(
@@ -116,8 +116,8 @@ def create_pretraining_model(
                 "or pass the backbone's timm name instead."
             )
     elif names_a_source(model_name) and (framework, projector) == (None, None):
-        checkpoint = load_checkpoint(model_name)  # an ibzoo checkpoint records its projector and objective
-        recorded_projector, recorded_objective = checkpoint.pretraining_configs()
+        published = load_published(model_name)  # an ibzoo checkpoint records its projector and objective
+        recorded_projector, recorded_objective = published.pretraining_configs()
         projector_config = projector_config or recorded_projector
         objective_config = objective_config or recorded_objective
     elif projector_config is None or objective_config is None:
@@ -130,19 +130,19 @@ def create_pretraining_model(
         projector_config = projector_config or paper_projector_config(framework, projector)
         objective_config = objective_config or paper_objective_config(framework, projector)
     kwargs["num_classes"] = 0
-    # With pretrained, the checkpoint is the one the backbone's weights came from: its projector is theirs.
+    # With pretrained, the published model is the one the backbone's weights came from, with their projector.
     _check_known(model_name)
-    backbone, checkpoint = load_backbone(model_name, pretrained, kwargs, checkpoint, with_projector=True)
+    backbone, published = load_backbone(model_name, pretrained, kwargs, published, with_projector=True)
     if info is not None:
-        published = None
-        if pretrained and checkpoint is not None and (projector_config is None or objective_config is None):
-            published = checkpoint.zoo_configs(info.framework, info.projector)
-        default_projector, default_objective = published or (info.projector_config, info.objective_config)
+        recorded = None
+        if pretrained and published is not None and (projector_config is None or objective_config is None):
+            recorded = published.zoo_configs(info.framework, info.projector)
+        default_projector, default_objective = recorded or (info.projector_config, info.objective_config)
         projector_config = projector_config or default_projector
         objective_config = objective_config or default_objective
     model = SSLModel(backbone, projector_config, objective_config)
     if pretrained:
-        load_projector_weights(model, checkpoint, model_name)
+        load_projector_weights(model, published, model_name)
     return model
 
 

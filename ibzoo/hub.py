@@ -40,22 +40,22 @@ from timm.models import get_pretrained_cfg, save_for_hf, split_model_name_tag
 from torch import nn
 
 from ibzoo.atomic_files import TMP_SUFFIX, write_atomically
-from ibzoo.checkpoint_source import (
-    CONFIG_FILE,
-    PROJECTOR_FILE,
-    WEIGHTS_FILE,
-    CheckpointSource,
-    PretrainedWeightsUnavailableError,
-    names_a_source,
-)
 from ibzoo.factory import create_pretraining_model
 from ibzoo.hub_requests import HUB_ERRORS, HubFailure, hub_failure, time_limits
-from ibzoo.loading import backbone_architecture, load_checkpoint
+from ibzoo.loading import backbone_architecture, load_published
 from ibzoo.model_card import render_model_card
 from ibzoo.models.catalog import MODEL_INFOS, projector_kind
 from ibzoo.models.datasets import DATASETS
 from ibzoo.models.pretraining import SSLModel
 from ibzoo.plotting import plot_training_log
+from ibzoo.published_source import (
+    CONFIG_FILE,
+    PROJECTOR_FILE,
+    WEIGHTS_FILE,
+    PretrainedWeightsUnavailableError,
+    PublishedSource,
+    names_a_source,
+)
 from ibzoo.version import __version__
 from ibzoo.weights import CheckpointError
 
@@ -111,7 +111,7 @@ def zoo_repo_id(model_name: str) -> str | None:
     """
     if not (names_a_source(model_name) or "." in model_name.split("/")[-1]):
         return None
-    source = CheckpointSource.from_name(model_name)
+    source = PublishedSource.from_name(model_name)
     return source.repo_id if source is not None else None  # None for a local-dir: folder
 
 
@@ -290,9 +290,9 @@ def check_folder(folder: str | Path) -> dict[str, Any]:
         raise FileNotFoundError(
             f"{folder} lacks {', '.join(missing)}: write it with ibzoo.hub.save_pretrained first."
         )
-    source = CheckpointSource(folder=folder)
+    source = PublishedSource(folder=folder)
     try:
         create_pretraining_model(source.name, pretrained=True)
     except (CheckpointError, PretrainedWeightsUnavailableError) as err:
         raise CheckpointError(f"{folder} cannot be published, it does not load: {err}") from err
-    return load_checkpoint(source).config
+    return load_published(source).config

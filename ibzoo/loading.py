@@ -1,11 +1,11 @@
-"""The one door for loading published ibzoo checkpoints: config.json read once, weights from safetensors.
+"""The one door for loading published ibzoo models: config.json read once, weights from safetensors.
 
-A published checkpoint (a Hub repo or a folder, :class:`~ibzoo.checkpoint_source.CheckpointSource`)
+A published model (a Hub repo or a folder, :class:`~ibzoo.published_source.PublishedSource`)
 holds the backbone in ``model.safetensors``, the projector in ``projector.safetensors`` and both
-configurations in ``config.json``. :func:`load_checkpoint` reads and checks its config.json once and
-gives the factory (:mod:`ibzoo.factory`) what it needs: where the checkpoint lives, the projector and
+configurations in ``config.json``. :func:`load_published` reads and checks its config.json once and
+gives the factory (:mod:`ibzoo.factory`) what it needs: where the published model lives, the projector and
 objective configs it records and, on demand, the projector's weights. The projector comes from the same
-place as the backbone: where :func:`~ibzoo.checkpoint_source.locate_weights` found its weights (a zoo
+place as the backbone: where :func:`~ibzoo.published_source.locate_weights` found its weights (a zoo
 name's ``hf_hub_id``, ``hf-hub:org/repo[@revision]``, ``local-dir:/path``, or the folder of a
 ``pretrained_cfg_overlay=dict(file=".../model.safetensors")``), resolved once by the factory.
 
@@ -14,10 +14,10 @@ file itself and hands timm that local file, so timm's fallbacks to ``pytorch_mod
 URLs (``torch.load``) are never reached, and a pickle-only source is refused naming the file
 (:mod:`ibzoo.weights`). A config.json written by a newer ibzoo (major.minor) is refused. Every failure a
 user can meet is re-raised with the source tried and the remedy
-(:func:`~ibzoo.checkpoint_source.explained_errors`).
+(:func:`~ibzoo.published_source.explained_errors`).
 
 Publishing (:mod:`ibzoo.hub`: ``save_pretrained``, ``push_to_hub``, cards and plots) builds on this
-module; nothing here imports it, so loading a checkpoint never imports the card renderer or the plots.
+module; nothing here imports it, so loading a model never imports the card renderer or the plots.
 """
 
 from __future__ import annotations
@@ -35,20 +35,20 @@ import timm
 from timm.models import split_model_name_tag
 from torch import Tensor, nn
 
-from ibzoo.checkpoint_source import (
+from ibzoo.models.catalog import MODEL_INFOS
+from ibzoo.models.pretraining import SSLModel
+from ibzoo.objectives import ObjectiveConfig, recorded_objective_config
+from ibzoo.projectors import ProjectorConfig
+from ibzoo.published_source import (
     CONFIG_FILE,
     PROJECTOR_FILE,
-    CheckpointSource,
     PretrainedWeightsUnavailableError,
+    PublishedSource,
     WeightsSource,
     explained_errors,
     locate_weights,
     names_a_source,
 )
-from ibzoo.models.catalog import MODEL_INFOS
-from ibzoo.models.pretraining import SSLModel
-from ibzoo.objectives import ObjectiveConfig, recorded_objective_config
-from ibzoo.projectors import ProjectorConfig
 from ibzoo.version import __version__
 from ibzoo.weights import (
     CheckpointError,
@@ -61,32 +61,32 @@ from ibzoo.weights import (
     remedy_for,
 )
 
-# With the errors loading raises, defined where they arise (ibzoo.weights, ibzoo.checkpoint_source).
+# With the errors loading raises, defined where they arise (ibzoo.weights, ibzoo.published_source).
 __all__ = [
-    "Checkpoint",
     "CheckpointError",
     "PretrainedWeightsUnavailableError",
+    "PublishedModel",
     "backbone_architecture",
-    "checkpoint_folder",
     "create_pretrained",
     "load_backbone",
-    "load_checkpoint",
     "load_projector_weights",
+    "load_published",
+    "published_folder",
 ]
 
 
 @dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """A published checkpoint as loading needs it: where it lives and its config.json, read once.
+class PublishedModel:
+    """A published model as loading needs it: where it lives and its config.json, read once.
 
     Attributes:
         name: What it was loaded as (``hf-hub:...``, ``local-dir:...``, a zoo name), named in errors.
         source: Where its files lie.
-        config: Its config.json (timm's format), checked by :func:`load_checkpoint`.
+        config: Its config.json (timm's format), checked by :func:`load_published`.
     """
 
     name: str
-    source: CheckpointSource
+    source: PublishedSource
     config: dict[str, Any]
 
     @property
@@ -125,7 +125,7 @@ class Checkpoint:
 
 
 def _recorded_configs(
-    source: CheckpointSource, section: Mapping[str, Any]
+    source: PublishedSource, section: Mapping[str, Any]
 ) -> tuple[ProjectorConfig, ObjectiveConfig]:
     """The projector and objective configs of config.json's ibzoo section. A wrong, unknown or missing
     entry is the file's fault, and the error says so (not the caller's, nor a TypeError from inside)."""
@@ -141,13 +141,13 @@ def _recorded_configs(
         ) from None
 
 
-def load_checkpoint(source: str | CheckpointSource, name: str | None = None) -> Checkpoint:
-    """The published checkpoint ``source`` names, with its config.json read and checked once.
+def load_published(source: str | PublishedSource, name: str | None = None) -> PublishedModel:
+    """The published model ``source`` names, with its config.json read and checked once.
 
     Args:
         source: A ``hf-hub:org/repo[@revision]`` or ``local-dir:/path`` name, a zoo name with a pretrained
-            tag, or a :class:`~ibzoo.checkpoint_source.CheckpointSource`.
-        name: What the checkpoint is loaded as, named in errors (default: ``source``).
+            tag, or a :class:`~ibzoo.published_source.PublishedSource`.
+        name: What the model is loaded as, named in errors (default: ``source``).
 
     Raises:
         CheckpointError: config.json is not valid JSON, not timm's format, or from a newer ibzoo.
@@ -156,38 +156,38 @@ def load_checkpoint(source: str | CheckpointSource, name: str | None = None) -> 
     """
     if isinstance(source, str):
         name = name or source
-        found = CheckpointSource.from_name(source)
+        found = PublishedSource.from_name(source)
         if found is None:
             raise ValueError(f"{source!r} names no published checkpoint (no Hub repo and no folder).")
         source = found
     name = name or source.name
     with explained_errors(name, source, "configuration"):
-        return Checkpoint(name, source, _read_config(source))
+        return PublishedModel(name, source, _read_config(source))
 
 
 def load_backbone(
     model_name: str,
     pretrained: bool,
     kwargs: dict[str, Any],
-    checkpoint: Checkpoint | None = None,
+    published: PublishedModel | None = None,
     with_projector: bool = False,
-) -> tuple[nn.Module, Checkpoint | None]:
-    """The backbone ``ibzoo.create_model`` returns, and the published checkpoint with its config.json read:
-    ``checkpoint`` when the caller already loaded the one ``model_name`` names, else read here for a
+) -> tuple[nn.Module, PublishedModel | None]:
+    """The backbone ``ibzoo.create_model`` returns, and the published model with its config.json read:
+    ``published`` when the caller already loaded the one ``model_name`` names, else read here for a
     ``hf-hub:`` or ``local-dir:`` name, and when ``with_projector`` and ``pretrained``, wherever the
     weights were found (the projector lies beside them).
 
-    Where the weights lie is resolved here, once (:func:`~ibzoo.checkpoint_source.locate_weights`), and
+    Where the weights lie is resolved here, once (:func:`~ibzoo.published_source.locate_weights`), and
     passed down: to :func:`create_pretrained`, to the errors, and to the caller for the projector.
     """
     weights = locate_weights(model_name, kwargs) if pretrained else None
-    source = weights.checkpoint if weights else None
+    source = weights.source if weights else None
     if source is None and names_a_source(model_name):
-        source = CheckpointSource.from_name(model_name)
+        source = PublishedSource.from_name(model_name)
     wanted = (pretrained and with_projector) or names_a_source(model_name)
-    if wanted and source is not None and (checkpoint is None or checkpoint.source != source):
+    if wanted and source is not None and (published is None or published.source != source):
         # Refuses a config.json that is invalid or from a newer ibzoo before timm reads the weights.
-        checkpoint = _published_checkpoint(source, model_name, weights)
+        published = _read_published(source, model_name, weights)
     checkpoint_path = kwargs.pop("checkpoint_path", None)
     with explained_errors(model_name, source, "pretrained weights"):
         try:
@@ -205,28 +205,28 @@ def load_backbone(
             ) from None
         if checkpoint_path:
             load_weights_file(model, checkpoint_path)
-    return model, checkpoint
+    return model, published
 
 
-def _published_checkpoint(
-    source: CheckpointSource, model_name: str, weights: WeightsSource | None
-) -> Checkpoint | None:
-    """The checkpoint at ``source`` with its config.json read, or None for weights that are a bare file
+def _read_published(
+    source: PublishedSource, model_name: str, weights: WeightsSource | None
+) -> PublishedModel | None:
+    """The published model at ``source`` with its config.json read, or None for weights that are a bare file
     (an overlay's ``file`` in a folder without config.json: timm's own format, no ibzoo projector)."""
     bare_file = (
         weights is not None and weights.origin.get("source") != "local-dir" and weights.origin.get("file")
     )
     if bare_file and source.folder is not None and not (source.folder / CONFIG_FILE).is_file():
         return None
-    return load_checkpoint(source, model_name)
+    return load_published(source, model_name)
 
 
-def checkpoint_folder(path: str | Path) -> Path:
-    """The checkpoint folder a user's ``path`` names: ``path`` itself when it holds config.json (a folder
-    written by ``ibzoo.hub.save_pretrained``, a fine-tuned model, a Hub download), else its ``model/`` (the
-    output folder of a pretraining run, ``train/pretrain.py --output-dir``).
+def published_folder(path: str | Path) -> Path:
+    """The published model's folder a user's ``path`` names: ``path`` itself when it holds config.json (a
+    folder written by ``ibzoo.hub.save_pretrained``, a fine-tuned model, a Hub download), else its
+    ``model/`` (the output folder of a pretraining run, ``train/pretrain.py --output-dir``).
 
-    The folder named comes first: a path that is a checkpoint is taken as it is.
+    The folder named comes first: a path that is a published model is taken as it is.
     """
     path = Path(path).expanduser()
     for candidate in (path, path / "model"):
@@ -248,7 +248,7 @@ def _major_minor(version: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
-def _read_config(source: CheckpointSource) -> dict[str, Any]:
+def _read_config(source: PublishedSource) -> dict[str, Any]:
     """config.json of ``source``, checked to be timm's format (plus an ibzoo section) and refused when a
     newer ibzoo (major.minor) wrote it."""
     path = source.fetch(CONFIG_FILE)
@@ -294,7 +294,7 @@ def backbone_architecture(backbone: nn.Module) -> str:
 
 def create_pretrained(model_name: str, weights: WeightsSource, **kwargs: Any) -> nn.Module:
     """``timm.create_model(model_name, pretrained=True, **kwargs)`` with the weights from ``weights``
-    (:func:`~ibzoo.checkpoint_source.locate_weights`), read from safetensors only.
+    (:func:`~ibzoo.published_source.locate_weights`), read from safetensors only.
 
     The weights file is fetched (into the Hugging Face cache for a Hub repo), checked to hold a backbone,
     and handed to timm as a local ``file``: timm reads it once and still adapts it (input channels,
@@ -303,11 +303,11 @@ def create_pretrained(model_name: str, weights: WeightsSource, **kwargs: Any) ->
     original source. Weights the caller passed in memory, or none at all, are timm's business.
     """
     overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    if weights.checkpoint is None:
+    if weights.source is None:
         return timm.create_model(
             model_name, pretrained=True, pretrained_cfg_overlay=overlay or None, **kwargs
         )
-    path = weights.checkpoint.fetch(weights.filename)
+    path = weights.source.fetch(weights.filename)
     check_content(path, "backbone")
     # An empty source makes timm read the file ahead of every other location.
     loading = {**overlay, "file": str(path), "source": ""}
@@ -325,23 +325,23 @@ def create_pretrained(model_name: str, weights: WeightsSource, **kwargs: Any) ->
     return model
 
 
-def load_projector_weights(model: SSLModel, checkpoint: Checkpoint | None, model_name: str) -> None:
-    """Load the projector of ``checkpoint``, the one the backbone's weights came from (found by
-    :func:`ibzoo.checkpoint_source.locate_weights`), into ``model.projector`` (strict), with the predictor
+def load_projector_weights(model: SSLModel, published: PublishedModel | None, model_name: str) -> None:
+    """Load the projector of ``published``, the one the backbone's weights came from (found by
+    :func:`ibzoo.published_source.locate_weights`), into ``model.projector`` (strict), with the predictor
     and momentum target of a framework that has them (:meth:`SSLModel.heads`).
 
     Weights from no ibzoo checkpoint (a timm model's own) have no projector: the new one is kept, with a
     warning.
     """
-    if checkpoint is None or checkpoint.section is None:
+    if published is None or published.section is None:
         warnings.warn(
             f"The weights of {model_name!r} come without an ibzoo projector; the projector starts from "
             "scratch.",
             stacklevel=3,
         )
         return
-    _check_same_model(checkpoint, model)
-    state_dict, path = checkpoint.projector_state()
+    _check_same_model(published, model)
+    state_dict, path = published.projector_state()
     heads = model.heads()
     check_state_dict(state_dict, heads.state_dict(), str(path))
     try:
@@ -349,19 +349,19 @@ def load_projector_weights(model: SSLModel, checkpoint: Checkpoint | None, model
     except RuntimeError as err:
         detail = " ".join(str(err).split()[:24])  # the first missing keys or size mismatches are enough
         raise CheckpointError(
-            f"{path} does not fit the projector that {checkpoint.source}'s config.json describes ({detail} "
+            f"{path} does not fit the projector that {published.source}'s config.json describes ({detail} "
             "...): the two files were not saved together. Re-save the checkpoint with "
             "ibzoo.hub.save_pretrained."
         ) from None
 
 
-def _check_same_model(checkpoint: Checkpoint, model: SSLModel) -> None:
-    config, section, source = checkpoint.config, checkpoint.section, checkpoint.source
+def _check_same_model(published: PublishedModel, model: SSLModel) -> None:
+    config, section, source = published.config, published.section, published.source
     expected = backbone_architecture(model.backbone)
     if config.get("architecture") != expected:
         raise CheckpointError(
             f"{source} holds a {config.get('architecture')} ({section.get('model_name')}), but "
-            f"{checkpoint.name!r} is a {expected}: point it at a checkpoint of a {expected}."
+            f"{published.name!r} is a {expected}: point it at a checkpoint of a {expected}."
         )
     published = ProjectorConfig(**section["projector_config"])
     if published != model.projector_config:

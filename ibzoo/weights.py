@@ -11,7 +11,7 @@ tensor; a cast between floating-point types is reported.
 A file is read here too: its metadata must say it holds what is asked for (:func:`check_content`), a
 damaged one is named with the remedy for where it lies (:func:`remedy_for`: the Hugging Face cache or a
 folder), and a file that lacks some of a model's tensors is refused (:func:`refuse_missing_tensors`).
-Where the file comes from is :mod:`ibzoo.checkpoint_source`'s business; :mod:`ibzoo.loading` puts the two
+Where the file comes from is :mod:`ibzoo.published_source`'s business; :mod:`ibzoo.loading` puts the two
 together.
 """
 

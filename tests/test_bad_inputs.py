@@ -212,7 +212,7 @@ def test_evaluate_and_finetune_scripts_refuse_pickled_weights(pickle_only_folder
         load_train_script("evaluate").main(["--model", f"local-dir:{pickle_only_folder}", *data])
     with pytest.raises(CheckpointError, match=PICKLE_REFUSED):
         load_train_script("finetune").main(
-            ["--checkpoint", str(pickle_only_folder), *data, "--output-dir", str(tmp_path / "out")]
+            ["--model-dir", str(pickle_only_folder), *data, "--output-dir", str(tmp_path / "out")]
         )
 
 

@@ -24,10 +24,10 @@ from safetensors.torch import load_file
 
 import ibzoo
 from helpers.scripts import load_train_script
-from ibzoo.checkpoint_source import CONFIG_FILE, CheckpointSource
 from ibzoo.hub import push_to_hub, save_pretrained
-from ibzoo.loading import CheckpointError, PretrainedWeightsUnavailableError, checkpoint_folder
+from ibzoo.loading import CheckpointError, PretrainedWeightsUnavailableError, published_folder
 from ibzoo.projectors import ProjectorConfig
+from ibzoo.published_source import CONFIG_FILE, PublishedSource
 from ibzoo.testing.hub_storage import HubStorage
 
 ZOO_NAME = "resnet18_cifar_simclr_topk"
@@ -208,13 +208,13 @@ def test_a_load_reads_config_json_once(published, folder, monkeypatch, name, pre
     """ibzoo reads a checkpoint's config.json once per load (timm reads it once more for an ``hf-hub:`` or
     ``local-dir:`` name, to build the architecture)."""
     fetched = []
-    fetch = CheckpointSource.fetch
+    fetch = PublishedSource.fetch
 
     def counting_fetch(source, filename):
         fetched.append(filename)
         return fetch(source, filename)
 
-    monkeypatch.setattr(CheckpointSource, "fetch", counting_fetch)
+    monkeypatch.setattr(PublishedSource, "fetch", counting_fetch)
     create = ibzoo.create_pretraining_model if pretraining else ibzoo.create_model
     create(name.format(folder=folder), pretrained=True)
     assert fetched.count(CONFIG_FILE) == 1
@@ -244,12 +244,12 @@ def test_checkpoint_folder_prefers_the_folder_named(tmp_path):
     run = tmp_path / "run"
     (run / "model").mkdir(parents=True)
     with pytest.raises(FileNotFoundError, match=r"Neither .*run/config\.json nor .*run/model/config\.json"):
-        checkpoint_folder(run)
+        published_folder(run)
     (run / "model" / "config.json").write_text("{}")
-    assert checkpoint_folder(run) == run / "model"  # a pretraining run: its Hub-ready model/
-    assert checkpoint_folder(run / "model") == run / "model"
+    assert published_folder(run) == run / "model"  # a pretraining run: its Hub-ready model/
+    assert published_folder(run / "model") == run / "model"
     (run / "config.json").write_text("{}")
-    assert checkpoint_folder(run) == run  # a folder that is a checkpoint is taken as it is
+    assert published_folder(run) == run  # a folder that is a checkpoint is taken as it is
 
 
 def test_training_configuration_stores_projector_and_objective_once(trained, tmp_path):

@@ -82,7 +82,6 @@ from benchmark_table import (
     summarize,
 )
 from benchmarking import describe_device
-from ibzoo.checkpoint_source import CONFIG_FILE
 from ibzoo.data import DataConfig, build_fashion_mnist_dataset, load_image_dataset
 from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
 from ibzoo.frameworks import FRAMEWORK_TITLES
@@ -91,6 +90,7 @@ from ibzoo.model_card import RESULT_METRICS, render_model_card
 from ibzoo.models.datasets import DATASETS
 from ibzoo.models.publication import tag_repo_id
 from ibzoo.names import PROJECTORS
+from ibzoo.published_source import CONFIG_FILE
 
 logger = logging.getLogger("benchmark_fmnist")
 

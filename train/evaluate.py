@@ -1,11 +1,11 @@
 """Evaluate a frozen backbone: weighted k-NN and a linear probe on its pre-projector features.
 
-The backbone comes from a pretraining run or a Hub-ready folder (--checkpoint), or from a model name
+The backbone comes from a pretraining run or a Hub-ready folder (--model-dir), or from a model name
 (--model) with its pretrained weights; --random-init gives the name's untrained reference, made fair
 with --recalibrate-bn N (BatchNorm statistics of N training images instead of the initial 0 / 1).
 Preprocessing (input size, mean / std) comes from the model's own config.
 
-    python train/evaluate.py --checkpoint runs/simclr-topk --data.dataset uoft-cs/cifar10
+    python train/evaluate.py --model-dir runs/simclr-topk --data.dataset uoft-cs/cifar10
     python train/evaluate.py --model resnet18_cifar_simclr_topk.cifar10 --data.dataset uoft-cs/cifar10 \\
         --protocol paper --output results/topk.json
     python train/evaluate.py --model resnet18_cifar_simclr_mlp --random-init --recalibrate-bn 4096 \

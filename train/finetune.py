@@ -6,12 +6,12 @@ crop and a horizontal flip at the model's input size; evaluation uses the model'
 The result is a timm folder (config.json + model.safetensors) that ``timm.create_model("local-dir:...",
 pretrained=True)`` loads, plus results.json with the top-1 accuracy of every epoch.
 
-The model is a pretraining run or a Hub-ready folder (--checkpoint), or a model name (--model) with its
+The model is a pretraining run or a Hub-ready folder (--model-dir), or a model name (--model) with its
 pretrained weights; --random-init trains the name's architecture from scratch, the supervised reference.
 
     python train/finetune.py --model resnet18_cifar_simclr_topk.cifar10 --data.dataset uoft-cs/cifar10 \\
         --mode linear --epochs 30 --output-dir runs/topk-linear
-    accelerate launch --mixed_precision bf16 train/finetune.py --checkpoint runs/simclr-topk \\
+    accelerate launch --mixed_precision bf16 train/finetune.py --model-dir runs/simclr-topk \\
         --data.dataset uoft-cs/cifar10 --mode full --optimizer sgd --output-dir runs/topk-full
     python train/finetune.py --model resnet18_cifar_simclr_mlp --random-init --data.dataset uoft-cs/cifar10 \\
         --mode full --output-dir runs/scratch

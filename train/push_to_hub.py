@@ -5,7 +5,7 @@
     python train/push_to_hub.py bench-fmnist/hub/ibzoo/*       # several folders, each to its zoo repo
 
 FOLDER is what ibzoo.hub.save_pretrained wrote (train/pretrain.py writes it to RUN_DIR/model at the end);
-a folder without config.json stands for its model/ (ibzoo.loading.checkpoint_folder).
+a folder without config.json stands for its model/ (ibzoo.loading.published_folder).
 Without --repo-id a checkpoint of a zoo name with a dataset tag goes to the zoo's repo for it
 (e.g. ibzoo/resnet18_cifar_simclr_topk.cifar10); --repo-id takes one folder only. Log in first
 (`hf auth login`) or set HF_TOKEN; set HF_ENDPOINT to push to a mirror. A failed push changes nothing
@@ -16,15 +16,15 @@ import argparse
 import logging
 from pathlib import Path
 
-from ibzoo.checkpoint_source import CheckpointSource
 from ibzoo.hub import push_to_hub, zoo_repo_id
-from ibzoo.loading import CheckpointError, checkpoint_folder, load_checkpoint
+from ibzoo.loading import CheckpointError, load_published, published_folder
+from ibzoo.published_source import PublishedSource
 
 
 def default_repo_id(folder: Path) -> str:
     """The zoo's repo for the checkpoint's model name (recorded in its config.json)."""
     try:
-        config = load_checkpoint(CheckpointSource(folder=folder)).config
+        config = load_published(PublishedSource(folder=folder)).config
     except CheckpointError as error:
         raise SystemExit(str(error)) from None
     model_name = str(config.get("ibzoo", {}).get("model_name", ""))
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> list[str]:
 
     # Every folder and repo id is resolved before the first upload, so a bad one stops nothing half-done.
     try:
-        folders = [checkpoint_folder(path) for path in args.folders]
+        folders = [published_folder(path) for path in args.folders]
     except FileNotFoundError as error:
         raise SystemExit(f"push_to_hub.py: error: {error}") from None
     targets = [(folder, args.repo_id or default_repo_id(folder)) for folder in folders]

@@ -9,7 +9,7 @@ dataclass by :func:`from_dict`, whose ``__post_init__`` validation then applies.
 The scripts that start from a trained model (``train/evaluate.py``, ``train/finetune.py``) take their
 own few settings as plain argparse flags and share three groups, defined once here, with the meanings
 ``train/pretrain.py`` gives the same flags: the data set as ``--data.*`` (:class:`~ibzoo.data.DataConfig`,
-pretraining's flags, built by :func:`add_dataclass_arguments`), the model as ``--checkpoint DIR | --model
+pretraining's flags, built by :func:`add_dataclass_arguments`), the model as ``--model-dir DIR | --model
 NAME [--random-init]``, and how they run: ``--batch-size`` (the GLOBAL batch, over all processes),
 ``--num-workers`` (per process), ``--seed``, ``--cpu`` (:func:`add_run_arguments`).
 """
@@ -34,7 +34,7 @@ from typing import Any, Literal
 import yaml
 
 from ibzoo.data import DataConfig
-from ibzoo.loading import checkpoint_folder
+from ibzoo.loading import published_folder
 from ibzoo.training.loader import default_num_workers
 
 __all__ = [
@@ -388,16 +388,19 @@ def per_process_batch_size(batch_size: int, num_processes: int, accumulation_ste
 
 
 def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
-    """``--checkpoint DIR | --model NAME [--random-init]``: the model a script starts from.
+    """``--model-dir DIR | --model NAME [--random-init]``: the model a script starts from.
 
-    A checkpoint or a model name's pretrained weights by default, the untrained reference with
-    ``--random-init``; read the result with :func:`model_source`.
+    A published model's folder (or a pretraining run's) or a model name's pretrained weights by default,
+    the untrained reference with ``--random-init``; read the result with :func:`model_source`.
     """
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument(
-        "--checkpoint",
+        "--model-dir",
+        "--checkpoint",  # its earlier name; "checkpoint" now means a resume state only
+        dest="model_dir",
         metavar="DIR",
-        help="pretraining output folder (its model/ is used) or a folder with config.json; loads its weights",
+        help="pretraining output folder (its model/ is used) or a folder with config.json; loads its weights "
+        "(--checkpoint is the same flag's older name)",
     )
     source.add_argument(
         "--model",
@@ -415,18 +418,18 @@ def add_model_source_arguments(parser: argparse.ArgumentParser) -> None:
 def model_source(args: argparse.Namespace) -> tuple[str, bool]:
     """``(model name, pretrained)`` for :func:`ibzoo.create_model` from the model source flags.
 
-    ``--checkpoint DIR`` becomes ``local-dir:`` and the folder :func:`ibzoo.loading.checkpoint_folder` finds,
+    ``--model-dir DIR`` becomes ``local-dir:`` and the folder :func:`ibzoo.loading.published_folder` finds,
     with its weights; ``--model NAME`` is pretrained unless ``--random-init``.
 
     Raises:
-        ValueError: ``--random-init`` with ``--checkpoint``.
-        FileNotFoundError: The checkpoint folder holds no ``config.json`` (nor does its ``model/``).
+        ValueError: ``--random-init`` with ``--model-dir``.
+        FileNotFoundError: The folder holds no ``config.json`` (nor does its ``model/``).
     """
-    if args.checkpoint is None:
+    if args.model_dir is None:
         return args.model, not args.random_init
     if args.random_init:
         raise ValueError(
-            "--random-init goes with --model; a --checkpoint always loads its weights. For its architecture "
+            "--random-init goes with --model; a --model-dir always loads its weights. For its architecture "
             "untrained, pass --model local-dir:DIR/model --random-init."
         )
-    return f"local-dir:{checkpoint_folder(args.checkpoint).resolve()}", True
+    return f"local-dir:{published_folder(args.model_dir).resolve()}", True

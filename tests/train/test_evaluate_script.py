@@ -76,8 +76,8 @@ def test_checkpoint_folder_loads_its_weights(tiny_brightness, tmp_path, monkeypa
 
     monkeypatch.setattr(script, "evaluate_backbone", recording_evaluate_backbone)
     argv = ["--data.dataset", str(tiny_brightness), "--knn-k", "5", "--num-workers", "0", "--cpu"]
-    from_run = script.main(["--checkpoint", str(tmp_path / "run"), *argv])
-    from_folder = script.main(["--checkpoint", str(tmp_path / "run" / "model"), *argv])
+    from_run = script.main(["--model-dir", str(tmp_path / "run"), *argv])
+    from_folder = script.main(["--model-dir", str(tmp_path / "run" / "model"), *argv])
     assert from_run == from_folder
     assert from_run["model"] == f"local-dir:{(tmp_path / 'run' / 'model').resolve()}"
     assert from_run["knn_k"] == 5 and from_run["num_train"] == 16 and from_run["num_test"] == 8
@@ -87,9 +87,9 @@ def test_checkpoint_folder_loads_its_weights(tiny_brightness, tmp_path, monkeypa
             torch.testing.assert_close(backbone.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
 
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
-        script.main(["--checkpoint", str(tmp_path), *argv])
+        script.main(["--model-dir", str(tmp_path), *argv])
     with pytest.raises(SystemExit):
-        script.main(["--checkpoint", str(tmp_path / "run"), "--random-init", *argv])
+        script.main(["--model-dir", str(tmp_path / "run"), "--random-init", *argv])
 
 
 def test_random_init_reference_can_be_recalibrated(tiny_brightness, monkeypatch):

@@ -35,7 +35,7 @@ def test_linear_mode_trains_only_the_classifier_and_saves_a_timm_folder(tiny_dat
     save_for_hf(pretrained, tmp_path / "run" / "model", safe_serialization=True)
     output = tmp_path / "finetuned"
     data = ["--data.dataset", str(tiny_dataset), "--num-workers", "0", "--cpu"]
-    argv = ["--checkpoint", str(tmp_path / "run"), "--mode", "linear", *data]
+    argv = ["--model-dir", str(tmp_path / "run"), "--mode", "linear", *data]
     run = [*argv, "--epochs", "1", "--batch-size", "8", "--output-dir", str(output)]
     results = load_script().main(run)
 
@@ -90,7 +90,7 @@ def test_full_mode_updates_the_backbone(tiny_dataset, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--checkpoint", "run", "--random-init", "--data.dataset", "d"], "--random-init goes with --model"),
+        (["--model-dir", "run", "--random-init", "--data.dataset", "d"], "--random-init goes with --model"),
         (["--model", "m", "--data.dataset", "d", "--epochs", "0"], "--epochs must be >= 1"),
         (["--model", "m"], "required: --data.dataset"),
     ],

@@ -66,20 +66,21 @@ def test_model_name_is_pretrained_unless_random_init():
     assert model_source(args) == ("hf-hub:org/m", False)
 
 
-def test_checkpoint_loads_its_weights(tmp_path):
+@pytest.mark.parametrize("flag", ["--model-dir", "--checkpoint"], ids=["model-dir", "older-name"])
+def test_model_dir_loads_its_weights(tmp_path, flag):
     (tmp_path / "run" / "model").mkdir(parents=True)
     (tmp_path / "run" / "model" / "config.json").write_text("{}")
-    args = shared_parser().parse_args(["--checkpoint", str(tmp_path / "run"), "--data.dataset", "d"])
+    args = shared_parser().parse_args([flag, str(tmp_path / "run"), "--data.dataset", "d"])
     assert model_source(args) == (f"local-dir:{(tmp_path / 'run' / 'model').resolve()}", True)
 
-    args = shared_parser().parse_args(["--checkpoint", str(tmp_path), "--random-init", "--data.dataset", "d"])
+    args = shared_parser().parse_args([flag, str(tmp_path), "--random-init", "--data.dataset", "d"])
     with pytest.raises(ValueError, match="--random-init goes with --model"):
         model_source(args)
 
 
 @pytest.mark.parametrize(
     "argv",
-    [["--data.dataset", "d"], ["--checkpoint", "run", "--model", "m", "--data.dataset", "d"]],
+    [["--data.dataset", "d"], ["--model-dir", "run", "--model", "m", "--data.dataset", "d"]],
     ids=["no-source", "two-sources"],
 )
 def test_exactly_one_model_source(argv):

@@ -1,6 +1,6 @@
-"""Where a published ibzoo checkpoint lives, how its files are fetched, and errors that say so.
+"""Where a published ibzoo model lives, how its files are fetched, and errors that say so.
 
-A checkpoint is a Hub repo at a revision or a local folder (:class:`CheckpointSource`) holding
+A published model is a Hub repo at a revision or a local folder (:class:`PublishedSource`) holding
 ``model.safetensors`` (the backbone), ``projector.safetensors`` and ``config.json``. A file is fetched
 through huggingface_hub's cache; a missing one is refused naming the source, and a pickle found in its
 place is refused naming the pickle (:mod:`ibzoo.weights`). :func:`explained_errors` re-raises every
@@ -33,8 +33,8 @@ __all__ = [
     "HUB_PREFIX",
     "PROJECTOR_FILE",
     "WEIGHTS_FILE",
-    "CheckpointSource",
     "PretrainedWeightsUnavailableError",
+    "PublishedSource",
     "WeightsSource",
     "explained_errors",
     "locate_weights",
@@ -49,15 +49,15 @@ CONFIG_FILE = "config.json"
 
 
 @dataclasses.dataclass(frozen=True)
-class CheckpointSource:
-    """Where a published checkpoint lives: a Hub repo at a revision, or a local folder."""
+class PublishedSource:
+    """Where a published model lives: a Hub repo at a revision, or a local folder."""
 
     repo_id: str | None = None
     revision: str | None = None
     folder: Path | None = None
 
     @classmethod
-    def from_name(cls, model_name: str) -> CheckpointSource | None:
+    def from_name(cls, model_name: str) -> PublishedSource | None:
         """The source of ``hf-hub:org/repo[@rev]``, ``local-dir:/path`` or a zoo/timm name with a Hub repo."""
         if model_name.startswith(FOLDER_PREFIX):
             return cls(folder=Path(model_name.removeprefix(FOLDER_PREFIX)))
@@ -71,7 +71,7 @@ class CheckpointSource:
         return cls(repo_id) if repo_id is not None else None
 
     @classmethod
-    def from_hub_id(cls, hub_id: str) -> CheckpointSource:
+    def from_hub_id(cls, hub_id: str) -> PublishedSource:
         """The Hub repo ``"org/repo@revision"`` (timm's syntax; no ``@``: the default branch)."""
         repo_id, _, revision = hub_id.partition("@")
         return cls(repo_id, revision or None)
@@ -121,7 +121,7 @@ class CheckpointSource:
 
 
 def names_a_source(model_name: str) -> bool:
-    """Whether ``model_name`` is a checkpoint's own name, ``hf-hub:ORG/NAME[@REV]`` or ``local-dir:PATH``."""
+    """Whether ``model_name`` names a published model: ``hf-hub:ORG/NAME[@REV]`` or ``local-dir:PATH``."""
     return model_name.startswith((HUB_PREFIX, FOLDER_PREFIX))
 
 
@@ -130,15 +130,15 @@ class WeightsSource:
     """Where a model name's pretrained backbone weights lie, resolved once by :func:`locate_weights`.
 
     Attributes:
-        checkpoint: The published checkpoint (repo or folder) holding them, with its config.json and
+        source: The published model (repo or folder) holding them, with its config.json and
             projector beside; None when the caller passed a state dict in memory or nothing names any.
-        filename: The weights file in ``checkpoint`` (``model.safetensors``, or the name of an overlay's
+        filename: The weights file in ``source`` (``model.safetensors``, or the name of an overlay's
             ``file``).
         origin: The ``pretrained_cfg`` entries that name this source (``source``, ``hf_hub_id``, ``file``,
             ...), which the loaded model's ``pretrained_cfg`` keeps.
     """
 
-    checkpoint: CheckpointSource | None
+    source: PublishedSource | None
     filename: str
     origin: dict[str, Any]
 
@@ -159,7 +159,7 @@ def locate_weights(model_name: str, kwargs: Mapping[str, Any]) -> WeightsSource:
     file timm would, and only if it is safetensors.
     """
     overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
-    named = CheckpointSource.from_name(model_name) if names_a_source(model_name) else None
+    named = PublishedSource.from_name(model_name) if names_a_source(model_name) else None
     if named is not None and named.folder is not None:
         origin: dict[str, Any] = {"source": "local-dir", "file": str(named.folder)}
     elif named is not None:
@@ -185,16 +185,16 @@ def locate_weights(model_name: str, kwargs: Mapping[str, Any]) -> WeightsSource:
     if kind in ("file", "local-dir"):
         path = Path(origin["file"])
         if kind == "local-dir":
-            return WeightsSource(CheckpointSource(folder=path), WEIGHTS_FILE, origin)
+            return WeightsSource(PublishedSource(folder=path), WEIGHTS_FILE, origin)
         if not path.name.endswith(".safetensors"):
             refuse_pickle(path)
-        return WeightsSource(CheckpointSource(folder=path.parent), path.name, origin)
+        return WeightsSource(PublishedSource(folder=path.parent), path.name, origin)
     filename = origin.get("hf_hub_filename") or WEIGHTS_FILE
     if not filename.endswith(".safetensors"):
         if filename != "pytorch_model.bin":  # timm's default, whose safetensors twin is model.safetensors
             refuse_pickle(f"{origin['hf_hub_id']}/{filename}")
         filename = WEIGHTS_FILE
-    return WeightsSource(CheckpointSource.from_hub_id(origin["hf_hub_id"]), filename, origin)
+    return WeightsSource(PublishedSource.from_hub_id(origin["hf_hub_id"]), filename, origin)
 
 
 def _pickle_instead(folder: Path, filename: str) -> Path | None:
@@ -248,7 +248,7 @@ def _why_not(failure: HubFailure) -> str:
 
 
 @contextlib.contextmanager
-def explained_errors(model_name: str, source: CheckpointSource | None, what: str) -> Iterator[None]:
+def explained_errors(model_name: str, source: PublishedSource | None, what: str) -> Iterator[None]:
     """Re-raise download and loading failures of ``what`` with the source tried and the remedy."""
     where = str(source) if source is not None else "its pretrained source"
     try:

@@ -2,12 +2,13 @@
 
 A published model (a Hub repo or a folder, :class:`~ibzoo.published_source.PublishedSource`)
 holds the backbone in ``model.safetensors``, the projector in ``projector.safetensors`` and both
-configurations in ``config.json``. :func:`load_published` reads and checks its config.json once and
-gives the factory (:mod:`ibzoo.factory`) what it needs: where the published model lives, the projector and
-objective configs it records and, on demand, the projector's weights. The projector comes from the same
+configurations in ``config.json``. :func:`load_published` reads its config.json once
+(:meth:`~ibzoo.published_source.PublishedSource.read_config` checks it) and gives the factory
+(:mod:`ibzoo.factory`) what it needs: where the published model lives, the projector and objective
+configs it records and, on demand, the projector's weights. The projector comes from the same
 place as the backbone: where :func:`~ibzoo.published_source.locate_weights` found its weights (a zoo
 name's ``hf_hub_id``, ``hf-hub:org/repo[@revision]``, ``local-dir:/path``, or the folder of a
-``pretrained_cfg_overlay=dict(file=".../model.safetensors")``), resolved once by the factory.
+``pretrained_cfg_overlay=dict(file=".../model.safetensors")``), resolved once, in :func:`load_backbone`.
 
 Only safetensors and JSON files are read: :func:`create_pretrained` fetches the backbone's safetensors
 file itself and hands timm that local file, so timm's fallbacks to ``pytorch_model.bin`` and ``.pth``
@@ -23,8 +24,6 @@ module; nothing here imports it, so loading a model never imports the card rende
 from __future__ import annotations
 
 import dataclasses
-import json
-import re
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -49,7 +48,6 @@ from ibzoo.published_source import (
     locate_weights,
     names_a_source,
 )
-from ibzoo.version import __version__
 from ibzoo.weights import (
     CheckpointError,
     check_content,
@@ -162,7 +160,7 @@ def load_published(source: str | PublishedSource, name: str | None = None) -> Pu
         source = found
     name = name or source.name
     with explained_errors(name, source, "configuration"):
-        return PublishedModel(name, source, _read_config(source))
+        return PublishedModel(name, source, source.read_config())
 
 
 def load_backbone(
@@ -237,50 +235,6 @@ def published_folder(path: str | Path) -> Path:
         "of a pretraining run that finished (train/pretrain.py --output-dir), or a folder with config.json "
         "and model.safetensors (ibzoo.hub.save_pretrained)."
     )
-
-
-def _major_minor(version: str) -> tuple[int, int]:
-    match = re.match(r"(\d+)\.(\d+)", version)
-    if match is None:
-        raise CheckpointError(
-            f"config.json names an unreadable ibzoo version {version!r}; re-save the checkpoint."
-        )
-    return int(match[1]), int(match[2])
-
-
-def _read_config(source: PublishedSource) -> dict[str, Any]:
-    """config.json of ``source``, checked to be timm's format (plus an ibzoo section) and refused when a
-    newer ibzoo (major.minor) wrote it."""
-    path = source.fetch(CONFIG_FILE)
-    try:
-        config = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise CheckpointError(
-            f"{CONFIG_FILE} of {source} ({path}) is not valid JSON ({err}). {remedy_for(path)}."
-        ) from None
-    expected = {"architecture": str, "pretrained_cfg": dict, "model_args": dict, "ibzoo": dict}
-    wrong = [
-        f"{key!r} is a {type(config[key]).__name__}, not a {kind.__name__}"
-        for key, kind in expected.items()
-        if isinstance(config, dict) and key in config and not isinstance(config[key], kind)
-    ]
-    if not isinstance(config, dict) or "architecture" not in config or wrong:
-        problem = "; ".join(wrong) or (
-            "it has no 'architecture'"
-            if isinstance(config, dict)
-            else f"it is a JSON {type(config).__name__}"
-        )
-        raise CheckpointError(
-            f"{CONFIG_FILE} of {source} ({path}) is not a timm model config: {problem}. Re-save the "
-            "checkpoint with ibzoo.hub.save_pretrained (or timm's save_for_hf)."
-        )
-    written = config.get("ibzoo", {}).get("version", "0.0")
-    if _major_minor(str(written)) > _major_minor(__version__):
-        raise CheckpointError(
-            f"{source} was written by ibzoo {written}, newer than the installed ibzoo {__version__}: "
-            f"upgrade with pip install -U 'ibzoo>={'.'.join(map(str, _major_minor(written)))}'."
-        )
-    return config
 
 
 def backbone_architecture(backbone: nn.Module) -> str:

@@ -3,15 +3,19 @@
 A published model is a Hub repo at a revision or a local folder (:class:`PublishedSource`) holding
 ``model.safetensors`` (the backbone), ``projector.safetensors`` and ``config.json``. A file is fetched
 through huggingface_hub's cache; a missing one is refused naming the source, and a pickle found in its
-place is refused naming the pickle (:mod:`ibzoo.weights`). :func:`explained_errors` re-raises every
-failure a user can meet while fetching or reading (offline and not cached, unknown repo or revision,
-server error, truncated file, weights of another model) with the source tried and the remedy.
+place is refused naming the pickle (:mod:`ibzoo.weights`). config.json is read and checked here
+(:meth:`PublishedSource.read_config`: timm's format, and not written by a newer ibzoo).
+:func:`explained_errors` re-raises every failure a user can meet while fetching or reading (offline and
+not cached, unknown repo or revision, server error, truncated file, weights of another model) with the
+source tried and the remedy.
 """
 
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import json
+import re
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -25,7 +29,13 @@ from ibzoo.hub_requests import HUB_ERRORS, HubFailure, hub_failure, time_limits
 from ibzoo.models.catalog import MODEL_INFOS
 from ibzoo.models.publication import is_unpublished, not_published_error, tag_repo_id
 from ibzoo.version import __version__
-from ibzoo.weights import PICKLE_SUFFIXES, CheckpointError, PretrainedWeightsUnavailableError, refuse_pickle
+from ibzoo.weights import (
+    PICKLE_SUFFIXES,
+    CheckpointError,
+    PretrainedWeightsUnavailableError,
+    refuse_pickle,
+    remedy_for,
+)
 
 __all__ = [
     "CONFIG_FILE",
@@ -46,6 +56,15 @@ FOLDER_PREFIX = "local-dir:"
 WEIGHTS_FILE = "model.safetensors"
 PROJECTOR_FILE = "projector.safetensors"
 CONFIG_FILE = "config.json"
+
+
+def _major_minor(version: str) -> tuple[int, int]:
+    match = re.match(r"(\d+)\.(\d+)", version)
+    if match is None:
+        raise CheckpointError(
+            f"config.json names an unreadable ibzoo version {version!r}; re-save the checkpoint."
+        )
+    return int(match[1]), int(match[2])
 
 
 @dataclasses.dataclass(frozen=True)
@@ -118,6 +137,40 @@ class PublishedSource:
                 refuse_pickle(pickled)
             raise PretrainedWeightsUnavailableError(f"{self} has no {filename}. {_REPUBLISH}")
         return path
+
+    def read_config(self) -> dict[str, Any]:
+        """config.json, checked to be timm's format (plus an ibzoo section) and refused when a newer ibzoo
+        (major.minor) wrote it."""
+        path = self.fetch(CONFIG_FILE)
+        try:
+            config = json.loads(path.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise CheckpointError(
+                f"{CONFIG_FILE} of {self} ({path}) is not valid JSON ({err}). {remedy_for(path)}."
+            ) from None
+        expected = {"architecture": str, "pretrained_cfg": dict, "model_args": dict, "ibzoo": dict}
+        wrong = [
+            f"{key!r} is a {type(config[key]).__name__}, not a {kind.__name__}"
+            for key, kind in expected.items()
+            if isinstance(config, dict) and key in config and not isinstance(config[key], kind)
+        ]
+        if not isinstance(config, dict) or "architecture" not in config or wrong:
+            problem = "; ".join(wrong) or (
+                "it has no 'architecture'"
+                if isinstance(config, dict)
+                else f"it is a JSON {type(config).__name__}"
+            )
+            raise CheckpointError(
+                f"{CONFIG_FILE} of {self} ({path}) is not a timm model config: {problem}. Re-save the "
+                "checkpoint with ibzoo.hub.save_pretrained (or timm's save_for_hf)."
+            )
+        written = config.get("ibzoo", {}).get("version", "0.0")
+        if _major_minor(str(written)) > _major_minor(__version__):
+            raise CheckpointError(
+                f"{self} was written by ibzoo {written}, newer than the installed ibzoo {__version__}: "
+                f"upgrade with pip install -U 'ibzoo>={'.'.join(map(str, _major_minor(written)))}'."
+            )
+        return config
 
 
 def names_a_source(model_name: str) -> bool:

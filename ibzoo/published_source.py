@@ -226,27 +226,46 @@ def locate_weights(model_name: str, kwargs: Mapping[str, Any]) -> WeightsSource:
             # local Hub may serve; when it is missing there too, the error says how to train it.
             origin = {"source": "hf-hub", "hf_hub_id": tag_repo_id(model_name)}
     origin |= {key: value for key, value in overlay.items() if key in _SOURCE_KEYS}
-    if origin.get("custom_load"):
-        refuse_pickle(origin.get("file") or origin.get("url") or model_name, "weights in a custom format")
     kind = origin.get("source") or ""
     if kind not in ("hf-hub", "local-dir"):
         kind = next((key for key in ("state_dict", "file", "hf_hub_id", "url") if origin.get(key)), "")
+    pickled = _pickled(origin, kind, model_name)
+    if pickled is None:
+        return _located(origin, kind)
+    refuse_pickle(*pickled)
+
+
+def _pickled(origin: dict[str, Any], kind: str, model_name: str) -> tuple[str, str] | None:
+    """The pickle that timm would read for ``origin`` (a custom loader's file, a URL, a file or Hub file
+    that is not safetensors) and what it holds; None when the weights are safetensors or in memory."""
+    if origin.get("custom_load"):
+        return str(origin.get("file") or origin.get("url") or model_name), "weights in a custom format"
+    if kind == "url":
+        return origin["url"], "weights"
+    if kind == "file" and not str(origin["file"]).endswith(".safetensors"):
+        return str(origin["file"]), "weights"
+    filename = origin.get("hf_hub_filename") or WEIGHTS_FILE
+    # pytorch_model.bin is timm's default name, whose safetensors twin is model.safetensors.
+    if (
+        kind in ("hf-hub", "hf_hub_id")
+        and filename != "pytorch_model.bin"
+        and not filename.endswith(".safetensors")
+    ):
+        return f"{origin['hf_hub_id']}/{filename}", "weights"
+    return None
+
+
+def _located(origin: dict[str, Any], kind: str) -> WeightsSource:
+    """The safetensors weights ``origin`` names, of ``kind`` (see :func:`locate_weights`)."""
     if kind in ("", "state_dict"):
         return WeightsSource(None, WEIGHTS_FILE, origin)
-    if kind == "url":
-        refuse_pickle(origin["url"])
-    if kind in ("file", "local-dir"):
+    if kind == "local-dir":
+        return WeightsSource(PublishedSource(folder=Path(origin["file"])), WEIGHTS_FILE, origin)
+    if kind == "file":
         path = Path(origin["file"])
-        if kind == "local-dir":
-            return WeightsSource(PublishedSource(folder=path), WEIGHTS_FILE, origin)
-        if not path.name.endswith(".safetensors"):
-            refuse_pickle(path)
         return WeightsSource(PublishedSource(folder=path.parent), path.name, origin)
     filename = origin.get("hf_hub_filename") or WEIGHTS_FILE
-    if not filename.endswith(".safetensors"):
-        if filename != "pytorch_model.bin":  # timm's default, whose safetensors twin is model.safetensors
-            refuse_pickle(f"{origin['hf_hub_id']}/{filename}")
-        filename = WEIGHTS_FILE
+    filename = filename if filename.endswith(".safetensors") else WEIGHTS_FILE
     return WeightsSource(PublishedSource.from_hub_id(origin["hf_hub_id"]), filename, origin)
 
 

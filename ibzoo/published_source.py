@@ -245,14 +245,17 @@ def _pickled(origin: dict[str, Any], kind: str, model_name: str) -> tuple[str, s
     if kind == "file" and not str(origin["file"]).endswith(".safetensors"):
         return str(origin["file"]), "weights"
     filename = origin.get("hf_hub_filename") or WEIGHTS_FILE
-    # pytorch_model.bin is timm's default name, whose safetensors twin is model.safetensors.
-    if (
-        kind in ("hf-hub", "hf_hub_id")
-        and filename != "pytorch_model.bin"
-        and not filename.endswith(".safetensors")
-    ):
+    if kind in ("hf-hub", "hf_hub_id") and _hub_safetensors(filename) is None:
         return f"{origin['hf_hub_id']}/{filename}", "weights"
     return None
+
+
+def _hub_safetensors(filename: str) -> str | None:
+    """The safetensors file ibzoo reads for a Hub ``hf_hub_filename``: itself, model.safetensors for
+    timm's default pytorch_model.bin (its safetensors twin), None for any other pickle."""
+    if filename.endswith(".safetensors"):
+        return filename
+    return WEIGHTS_FILE if filename == "pytorch_model.bin" else None
 
 
 def _located(origin: dict[str, Any], kind: str) -> WeightsSource:
@@ -264,8 +267,7 @@ def _located(origin: dict[str, Any], kind: str) -> WeightsSource:
     if kind == "file":
         path = Path(origin["file"])
         return WeightsSource(PublishedSource(folder=path.parent), path.name, origin)
-    filename = origin.get("hf_hub_filename") or WEIGHTS_FILE
-    filename = filename if filename.endswith(".safetensors") else WEIGHTS_FILE
+    filename = _hub_safetensors(origin.get("hf_hub_filename") or WEIGHTS_FILE)
     return WeightsSource(PublishedSource.from_hub_id(origin["hf_hub_id"]), filename, origin)
 
 

@@ -24,10 +24,10 @@ from ibzoo.models.catalog import (
     paper_projector_config,
 )
 from ibzoo.models.pretraining import SSLModel
+from ibzoo.models.publication import names_a_source
 from ibzoo.names import PROJECTORS, did_you_mean
 from ibzoo.objectives import ObjectiveConfig
 from ibzoo.projectors import ProjectorConfig
-from ibzoo.published_source import names_a_source
 
 __all__ = ["create_model", "create_pretraining_model", "list_models", "list_pretrained", "model_info"]
 

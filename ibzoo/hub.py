@@ -47,6 +47,7 @@ from ibzoo.model_card import render_model_card
 from ibzoo.models.catalog import MODEL_INFOS, projector_kind
 from ibzoo.models.datasets import DATASETS
 from ibzoo.models.pretraining import SSLModel
+from ibzoo.models.publication import names_a_source, source_of
 from ibzoo.plotting import plot_training_log
 from ibzoo.published_source import (
     CONFIG_FILE,
@@ -54,7 +55,6 @@ from ibzoo.published_source import (
     WEIGHTS_FILE,
     PretrainedWeightsUnavailableError,
     PublishedSource,
-    names_a_source,
 )
 from ibzoo.version import __version__
 from ibzoo.weights import CheckpointError
@@ -111,7 +111,7 @@ def zoo_repo_id(model_name: str) -> str | None:
     """
     if not (names_a_source(model_name) or "." in model_name.split("/")[-1]):
         return None
-    source = PublishedSource.from_name(model_name)
+    source = source_of(model_name)
     return source.repo_id if source is not None else None  # None for a local-dir: folder
 
 

@@ -6,16 +6,16 @@ configurations in ``config.json``. :func:`load_published` reads its config.json 
 (:meth:`~ibzoo.published_source.PublishedSource.read_config` checks it) and gives the factory
 (:mod:`ibzoo.factory`) what it needs: where the published model lives, the projector and objective
 configs it records and, on demand, the projector's weights. The projector comes from the same
-place as the backbone: where :func:`~ibzoo.published_source.locate_weights` found its weights (a zoo
+place as the backbone: where :func:`~ibzoo.models.publication.locate_weights` found its weights (a zoo
 name's ``hf_hub_id``, ``hf-hub:org/repo[@revision]``, ``local-dir:/path``, or the folder of a
 ``pretrained_cfg_overlay=dict(file=".../model.safetensors")``), resolved once, in :func:`load_backbone`.
 
-Only safetensors and JSON files are read: :func:`create_pretrained` fetches the backbone's safetensors
-file itself and hands timm that local file, so timm's fallbacks to ``pytorch_model.bin`` and ``.pth``
-URLs (``torch.load``) are never reached, and a pickle-only source is refused naming the file
-(:mod:`ibzoo.weights`). A config.json written by a newer ibzoo (major.minor) is refused. Every failure a
-user can meet is re-raised with the source tried and the remedy
-(:func:`~ibzoo.published_source.explained_errors`).
+Only safetensors and JSON files are read: :func:`load_backbone` fetches the backbone's safetensors
+file itself and hands timm that local file (:func:`ibzoo.weights.create_from_file`), so timm's
+fallbacks to ``pytorch_model.bin`` and ``.pth`` URLs (``torch.load``) are never reached, and a
+pickle-only source is refused naming the file (:mod:`ibzoo.weights`). A config.json written by a newer
+ibzoo (major.minor) is refused. Every failure a user can meet is re-raised with the source tried and the
+remedy (:func:`~ibzoo.published_source.explained_errors`).
 
 Publishing (:mod:`ibzoo.hub`: ``save_pretrained``, ``push_to_hub``, cards and plots) builds on this
 module; nothing here imports it, so loading a model never imports the card renderer or the plots.
@@ -29,13 +29,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import safetensors
 import timm
 from timm.models import split_model_name_tag
 from torch import Tensor, nn
 
 from ibzoo.models.catalog import MODEL_INFOS
 from ibzoo.models.pretraining import SSLModel
+from ibzoo.models.publication import locate_weights, names_a_source, source_of
 from ibzoo.objectives import ObjectiveConfig, recorded_objective_config
 from ibzoo.projectors import ProjectorConfig
 from ibzoo.published_source import (
@@ -43,20 +43,14 @@ from ibzoo.published_source import (
     PROJECTOR_FILE,
     PretrainedWeightsUnavailableError,
     PublishedSource,
-    WeightsSource,
     explained_errors,
-    locate_weights,
-    names_a_source,
 )
 from ibzoo.weights import (
     CheckpointError,
-    check_content,
-    check_loaded,
     check_state_dict,
+    create_from_file,
     load_weights_file,
     read_safetensors,
-    refuse_missing_tensors,
-    remedy_for,
 )
 
 # With the errors loading raises, defined where they arise (ibzoo.weights, ibzoo.published_source).
@@ -65,7 +59,6 @@ __all__ = [
     "PretrainedWeightsUnavailableError",
     "PublishedModel",
     "backbone_architecture",
-    "create_pretrained",
     "load_backbone",
     "load_projector_weights",
     "load_published",
@@ -154,7 +147,7 @@ def load_published(source: str | PublishedSource, name: str | None = None) -> Pu
     """
     if isinstance(source, str):
         name = name or source
-        found = PublishedSource.from_name(source)
+        found = source_of(source)
         if found is None:
             raise ValueError(f"{source!r} names no published checkpoint (no Hub repo and no folder).")
         source = found
@@ -175,25 +168,33 @@ def load_backbone(
     ``hf-hub:`` or ``local-dir:`` name, and when ``with_projector`` and ``pretrained``, wherever the
     weights were found (the projector lies beside them).
 
-    Where the weights lie is resolved here, once (:func:`~ibzoo.published_source.locate_weights`), and
-    passed down: to :func:`create_pretrained`, to the errors, and to the caller for the projector.
+    Where the weights lie is resolved once (:func:`~ibzoo.models.publication.locate_weights`) and passed
+    down: to the config read, the weights read, the errors and the caller for the projector. The
+    weights are read from safetensors only (:func:`~ibzoo.weights.create_from_file`), never through
+    timm's pickle fallbacks; weights the caller passed in memory, or none at all, are timm's business.
     """
-    weights = locate_weights(model_name, kwargs) if pretrained else None
-    source = weights.source if weights else None
-    if source is None and names_a_source(model_name):
-        source = PublishedSource.from_name(model_name)
-    wanted = (pretrained and with_projector) or names_a_source(model_name)
-    if wanted and source is not None and (published is None or published.source != source):
-        # Refuses a config.json that is invalid or from a newer ibzoo before timm reads the weights.
-        published = _read_published(source, model_name, weights)
     checkpoint_path = kwargs.pop("checkpoint_path", None)
-    with explained_errors(model_name, source, "pretrained weights"):
+    named = names_a_source(model_name)
+    base = split_model_name_tag(model_name)[0]
+    if named:
+        expected = "the architecture its config.json names"  # what weights that do not fit should be
+    else:
+        expected = repr(MODEL_INFOS[base].architecture if base in MODEL_INFOS else base)
+    weights = locate_weights(model_name, kwargs) if pretrained else None
+    source = weights.source if weights is not None else source_of(model_name) if named else None
+    wanted = (pretrained and with_projector) or named
+    bare_file = weights is not None and weights.bare_file  # timm's format: no config.json, no projector
+    if wanted and source is not None and not bare_file and (published is None or published.source != source):
+        # Refuses a config.json that is invalid or from a newer ibzoo before timm reads the weights.
+        with explained_errors(model_name, source, "configuration"):
+            published = PublishedModel(model_name, source, source.read_config())
+    with explained_errors(model_name, source, "pretrained weights", expected):
         try:
-            # Weights are read from safetensors only, never through timm's pickle fallbacks.
-            if weights is not None:
-                model = create_pretrained(model_name, weights, **kwargs)
+            if weights is not None and weights.source is not None:
+                path = weights.source.fetch(weights.filename)
+                model = create_from_file(model_name, path, weights.origin, **kwargs)
             else:
-                model = timm.create_model(model_name, **kwargs)
+                model = timm.create_model(model_name, pretrained=weights is not None, **kwargs)
         except TypeError as err:
             if "unexpected keyword argument" not in str(err):
                 raise
@@ -204,19 +205,6 @@ def load_backbone(
         if checkpoint_path:
             load_weights_file(model, checkpoint_path)
     return model, published
-
-
-def _read_published(
-    source: PublishedSource, model_name: str, weights: WeightsSource | None
-) -> PublishedModel | None:
-    """The published model at ``source`` with its config.json read, or None for weights that are a bare file
-    (an overlay's ``file`` in a folder without config.json: timm's own format, no ibzoo projector)."""
-    bare_file = (
-        weights is not None and weights.origin.get("source") != "local-dir" and weights.origin.get("file")
-    )
-    if bare_file and source.folder is not None and not (source.folder / CONFIG_FILE).is_file():
-        return None
-    return load_published(source, model_name)
 
 
 def published_folder(path: str | Path) -> Path:
@@ -246,42 +234,9 @@ def backbone_architecture(backbone: nn.Module) -> str:
     return MODEL_INFOS[base].architecture if base in MODEL_INFOS else architecture
 
 
-def create_pretrained(model_name: str, weights: WeightsSource, **kwargs: Any) -> nn.Module:
-    """``timm.create_model(model_name, pretrained=True, **kwargs)`` with the weights from ``weights``
-    (:func:`~ibzoo.published_source.locate_weights`), read from safetensors only.
-
-    The weights file is fetched (into the Hugging Face cache for a Hub repo), checked to hold a backbone,
-    and handed to timm as a local ``file``: timm reads it once and still adapts it (input channels,
-    classifier, its filters) but never falls back to a pickle. The loaded tensors are then checked without
-    reading the file again (:func:`ibzoo.weights.check_loaded`). The model's ``pretrained_cfg`` keeps the
-    original source. Weights the caller passed in memory, or none at all, are timm's business.
-    """
-    overlay = dict(kwargs.pop("pretrained_cfg_overlay", None) or {})
-    if weights.source is None:
-        return timm.create_model(
-            model_name, pretrained=True, pretrained_cfg_overlay=overlay or None, **kwargs
-        )
-    path = weights.source.fetch(weights.filename)
-    check_content(path, "backbone")
-    # An empty source makes timm read the file ahead of every other location.
-    loading = {**overlay, "file": str(path), "source": ""}
-    try:
-        model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=loading, **kwargs)
-    except safetensors.SafetensorError as err:
-        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {remedy_for(path)}.") from None
-    for key in ("source", "custom_load", "file", "hf_hub_id"):
-        if weights.origin.get(key) is not None:
-            model.pretrained_cfg[key] = weights.origin[key]
-        elif key != "hf_hub_id":
-            model.pretrained_cfg.pop(key, None)
-    stored = check_loaded(path, model.state_dict())
-    refuse_missing_tensors(model, stored, str(path))
-    return model
-
-
 def load_projector_weights(model: SSLModel, published: PublishedModel | None, model_name: str) -> None:
     """Load the projector of ``published``, the one the backbone's weights came from (found by
-    :func:`ibzoo.published_source.locate_weights`), into ``model.projector`` (strict), with the predictor
+    :func:`ibzoo.models.publication.locate_weights`), into ``model.projector`` (strict), with the predictor
     and momentum target of a framework that has them (:meth:`SSLModel.heads`).
 
     Weights from no ibzoo checkpoint (a timm model's own) have no projector: the new one is kept, with a

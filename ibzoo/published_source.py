@@ -16,24 +16,21 @@ import contextlib
 import dataclasses
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import safetensors
 from huggingface_hub import constants, hf_hub_download
 from huggingface_hub import errors as hf_errors
-from timm.models import get_pretrained_cfg, resolve_pretrained_cfg, split_model_name_tag
 
 from ibzoo.hub_requests import HUB_ERRORS, HubFailure, hub_failure, time_limits
-from ibzoo.models.catalog import MODEL_INFOS
-from ibzoo.models.publication import is_unpublished, not_published_error, tag_repo_id
 from ibzoo.version import __version__
 from ibzoo.weights import (
     PICKLE_SUFFIXES,
     CheckpointError,
     PretrainedWeightsUnavailableError,
-    refuse_pickle,
+    pickle_refusal,
     remedy_for,
 )
 
@@ -47,8 +44,6 @@ __all__ = [
     "PublishedSource",
     "WeightsSource",
     "explained_errors",
-    "locate_weights",
-    "names_a_source",
 ]
 
 HUB_PREFIX = "hf-hub:"
@@ -69,31 +64,15 @@ def _major_minor(version: str) -> tuple[int, int]:
 
 @dataclasses.dataclass(frozen=True)
 class PublishedSource:
-    """Where a published model lives: a Hub repo at a revision, or a local folder."""
+    """Where a published model lives: a Hub repo at a revision, or a local folder. A name becomes one in
+    :func:`ibzoo.models.publication.source_of`."""
 
     repo_id: str | None = None
     revision: str | None = None
     folder: Path | None = None
-
-    @classmethod
-    def from_name(cls, model_name: str) -> PublishedSource | None:
-        """The source of ``hf-hub:org/repo[@rev]``, ``local-dir:/path`` or a zoo/timm name with a Hub repo."""
-        if model_name.startswith(FOLDER_PREFIX):
-            return cls(folder=Path(model_name.removeprefix(FOLDER_PREFIX)))
-        if model_name.startswith(HUB_PREFIX):
-            return cls.from_hub_id(model_name.removeprefix(HUB_PREFIX))
-        with contextlib.suppress(RuntimeError):  # timm's answer to an unknown pretrained tag
-            cfg = get_pretrained_cfg(model_name)
-            if cfg is not None and cfg.hf_hub_id:
-                return cls.from_hub_id(cfg.hf_hub_id)
-        repo_id = tag_repo_id(model_name)  # a zoo tag not published yet: its repo, on a mirror or local Hub
-        return cls(repo_id) if repo_id is not None else None
-
-    @classmethod
-    def from_hub_id(cls, hub_id: str) -> PublishedSource:
-        """The Hub repo ``"org/repo@revision"`` (timm's syntax; no ``@``: the default branch)."""
-        repo_id, _, revision = hub_id.partition("@")
-        return cls(repo_id, revision or None)
+    # For a zoo tag whose weights are not on huggingface.co yet: what to tell a user when its repo cannot
+    # be found (how to train them), set where the name is resolved (ibzoo.models.publication.source_of).
+    not_published: str | None = dataclasses.field(default=None, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -134,7 +113,7 @@ class PublishedSource:
         if not path.is_file():
             pickled = _pickle_instead(self.folder, filename)
             if pickled is not None:
-                refuse_pickle(pickled)
+                raise pickle_refusal(pickled)
             raise PretrainedWeightsUnavailableError(f"{self} has no {filename}. {_REPUBLISH}")
         return path
 
@@ -173,14 +152,10 @@ class PublishedSource:
         return config
 
 
-def names_a_source(model_name: str) -> bool:
-    """Whether ``model_name`` names a published model: ``hf-hub:ORG/NAME[@REV]`` or ``local-dir:PATH``."""
-    return model_name.startswith((HUB_PREFIX, FOLDER_PREFIX))
-
-
 @dataclasses.dataclass(frozen=True)
 class WeightsSource:
-    """Where a model name's pretrained backbone weights lie, resolved once by :func:`locate_weights`.
+    """Where a model name's pretrained backbone weights lie, resolved once by
+    :func:`ibzoo.models.publication.locate_weights`.
 
     Attributes:
         source: The published model (repo or folder) holding them, with its config.json and
@@ -195,80 +170,17 @@ class WeightsSource:
     filename: str
     origin: dict[str, Any]
 
-
-# The pretrained_cfg entries that say where weights come from.
-_SOURCE_KEYS = ("source", "file", "url", "hf_hub_id", "hf_hub_filename", "state_dict", "custom_load")
-
-
-def locate_weights(model_name: str, kwargs: Mapping[str, Any]) -> WeightsSource:
-    """Where ``timm.create_model(model_name, pretrained=True, **kwargs)`` would take the backbone's weights
-    from: a name's prefix, its tag's pretrained config, a ``pretrained_cfg`` / ``pretrained_cfg_overlay``
-    in ``kwargs``, and for a zoo tag not published yet its Hub repo. A source that only holds pickles
-    (a ``.pth`` URL, a ``.bin`` file, a custom loader) is refused here, naming it.
-
-    The order is timm's own (``timm.models._builder._resolve_pretrained_source``, which timm does not
-    export): a ``source`` of ``hf-hub`` or ``local-dir`` first, then an in-memory ``state_dict``, a
-    ``file``, an ``hf_hub_id``, a ``url``. ibzoo decides it here, once, because it must read exactly the
-    file timm would, and only if it is safetensors.
-    """
-    overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
-    named = PublishedSource.from_name(model_name) if names_a_source(model_name) else None
-    if named is not None and named.folder is not None:
-        origin: dict[str, Any] = {"source": "local-dir", "file": str(named.folder)}
-    elif named is not None:
-        origin = {"source": "hf-hub", "hf_hub_id": named.hub_id}
-    else:
-        architecture, tag = split_model_name_tag(model_name)
-        resolved = resolve_pretrained_cfg(architecture, kwargs.get("pretrained_cfg") or tag or None, overlay)
-        origin = {key: value for key, value in resolved.to_dict().items() if key in _SOURCE_KEYS and value}
-        if not origin and tag_repo_id(model_name) is not None:
-            # A zoo tag not published yet (timm knows no weights for it): its repo, which a mirror or a
-            # local Hub may serve; when it is missing there too, the error says how to train it.
-            origin = {"source": "hf-hub", "hf_hub_id": tag_repo_id(model_name)}
-    origin |= {key: value for key, value in overlay.items() if key in _SOURCE_KEYS}
-    kind = origin.get("source") or ""
-    if kind not in ("hf-hub", "local-dir"):
-        kind = next((key for key in ("state_dict", "file", "hf_hub_id", "url") if origin.get(key)), "")
-    pickled = _pickled(origin, kind, model_name)
-    if pickled is None:
-        return _located(origin, kind)
-    refuse_pickle(*pickled)
-
-
-def _pickled(origin: dict[str, Any], kind: str, model_name: str) -> tuple[str, str] | None:
-    """The pickle that timm would read for ``origin`` (a custom loader's file, a URL, a file or Hub file
-    that is not safetensors) and what it holds; None when the weights are safetensors or in memory."""
-    if origin.get("custom_load"):
-        return str(origin.get("file") or origin.get("url") or model_name), "weights in a custom format"
-    if kind == "url":
-        return origin["url"], "weights"
-    if kind == "file" and not str(origin["file"]).endswith(".safetensors"):
-        return str(origin["file"]), "weights"
-    filename = origin.get("hf_hub_filename") or WEIGHTS_FILE
-    if kind in ("hf-hub", "hf_hub_id") and _hub_safetensors(filename) is None:
-        return f"{origin['hf_hub_id']}/{filename}", "weights"
-    return None
-
-
-def _hub_safetensors(filename: str) -> str | None:
-    """The safetensors file ibzoo reads for a Hub ``hf_hub_filename``: itself, model.safetensors for
-    timm's default pytorch_model.bin (its safetensors twin), None for any other pickle."""
-    if filename.endswith(".safetensors"):
-        return filename
-    return WEIGHTS_FILE if filename == "pytorch_model.bin" else None
-
-
-def _located(origin: dict[str, Any], kind: str) -> WeightsSource:
-    """The safetensors weights ``origin`` names, of ``kind`` (see :func:`locate_weights`)."""
-    if kind in ("", "state_dict"):
-        return WeightsSource(None, WEIGHTS_FILE, origin)
-    if kind == "local-dir":
-        return WeightsSource(PublishedSource(folder=Path(origin["file"])), WEIGHTS_FILE, origin)
-    if kind == "file":
-        path = Path(origin["file"])
-        return WeightsSource(PublishedSource(folder=path.parent), path.name, origin)
-    filename = _hub_safetensors(origin.get("hf_hub_filename") or WEIGHTS_FILE)
-    return WeightsSource(PublishedSource.from_hub_id(origin["hf_hub_id"]), filename, origin)
+    @property
+    def bare_file(self) -> bool:
+        """Whether the weights are an overlay's ``file`` in a folder without config.json: timm's own format,
+        with no published model (and no ibzoo projector) around it."""
+        return bool(
+            self.origin.get("source") != "local-dir"
+            and self.origin.get("file")
+            and self.source is not None
+            and self.source.folder is not None
+            and not (self.source.folder / CONFIG_FILE).is_file()
+        )
 
 
 def _pickle_instead(folder: Path, filename: str) -> Path | None:
@@ -322,8 +234,11 @@ def _why_not(failure: HubFailure) -> str:
 
 
 @contextlib.contextmanager
-def explained_errors(model_name: str, source: PublishedSource | None, what: str) -> Iterator[None]:
-    """Re-raise download and loading failures of ``what`` with the source tried and the remedy."""
+def explained_errors(
+    model_name: str, source: PublishedSource | None, what: str, expected: str | None = None
+) -> Iterator[None]:
+    """Re-raise download and loading failures of ``what`` with the source tried and the remedy;
+    ``expected`` says what weights that do not fit should have been (an architecture)."""
     where = str(source) if source is not None else "its pretrained source"
     try:
         yield
@@ -334,8 +249,10 @@ def explained_errors(model_name: str, source: PublishedSource | None, what: str)
             "'hf-hub:org/name' or 'hf-hub:org/name@revision'."
         ) from None
     except hf_errors.RepositoryNotFoundError as err:
-        if is_unpublished(model_name):
-            raise not_published_error(model_name, f"{where} does not exist") from err
+        if source is not None and source.not_published:
+            raise PretrainedWeightsUnavailableError(
+                f"{source.not_published} Tried: {where} does not exist."
+            ) from err
         raise PretrainedWeightsUnavailableError(
             f"Could not get the {what} of {model_name!r}: {where} does not exist (or is private: log in with "
             f"`hf auth login` or set HF_TOKEN). {_where_else()}"
@@ -359,14 +276,9 @@ def explained_errors(model_name: str, source: PublishedSource | None, what: str)
     except RuntimeError as err:
         if "Error(s) in loading state_dict" not in str(err):
             raise
-        base = split_model_name_tag(model_name)[0]
-        if names_a_source(model_name):
-            expected = "the architecture its config.json names"
-        else:
-            expected = repr(MODEL_INFOS[base].architecture if base in MODEL_INFOS else base)
         detail = " ".join(str(err).split()[:24])  # the first missing keys or size mismatches are enough
         raise CheckpointError(
-            f"The {what} from {where} do not fit {model_name!r}, {expected} ({detail} ...). A few keys "
-            "or shapes named: the file was damaged or edited, so re-save it; many: it holds another "
-            f"model, so point {model_name!r} at weights of the same architecture."
+            f"The {what} from {where} do not fit {model_name!r}, {expected or 'its architecture'} "
+            f"({detail} ...). A few keys or shapes named: the file was damaged or edited, so re-save it; "
+            f"many: it holds another model, so point {model_name!r} at weights of the same architecture."
         ) from err

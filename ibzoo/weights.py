@@ -4,15 +4,16 @@ ibzoo never unpickles a file (``torch.load``, ``pickle``): unpickling runs whate
 and even PyTorch's ``weights_only`` mode is a filter over a format made to run code. Weights are read
 from safetensors files, which hold only tensors and text metadata; pickled ones (``pytorch_model.bin``,
 ``*.pt``, ``*.pth``, ``*.ckpt``, ``*.pkl``) are refused with an error that names the file
-(:func:`refuse_pickle`). Every tensor loaded into a model is checked (:func:`check_state_dict`): NaN or
+(:func:`pickle_refusal`). Every tensor loaded into a model is checked (:func:`check_state_dict`): NaN or
 infinite values and integer or boolean tensors for floating-point parameters are refused, naming the
 tensor; a cast between floating-point types is reported.
 
 A file is read here too: its metadata must say it holds what is asked for (:func:`check_content`), a
 damaged one is named with the remedy for where it lies (:func:`remedy_for`: the Hugging Face cache or a
 folder), and a file that lacks some of a model's tensors is refused (:func:`refuse_missing_tensors`).
-Where the file comes from is :mod:`ibzoo.published_source`'s business; :mod:`ibzoo.loading` puts the two
-together.
+:func:`create_from_file` builds a timm model from such a file. Where the file comes from is
+:mod:`ibzoo.models.publication`'s and :mod:`ibzoo.published_source`'s business; :mod:`ibzoo.loading` puts
+them together.
 """
 
 from __future__ import annotations
@@ -20,9 +21,10 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable, Collection, Mapping
 from pathlib import Path
-from typing import NoReturn
+from typing import Any
 
 import safetensors
+import timm
 import torch
 from huggingface_hub import constants
 from safetensors.torch import load_file
@@ -36,10 +38,11 @@ __all__ = [
     "check_dtypes",
     "check_loaded",
     "check_state_dict",
+    "create_from_file",
     "load_weights_file",
+    "pickle_refusal",
     "read_safetensors",
     "refuse_missing_tensors",
-    "refuse_pickle",
     "remedy_for",
 ]
 
@@ -56,9 +59,10 @@ class PretrainedWeightsUnavailableError(FileNotFoundError):
     or file."""
 
 
-def refuse_pickle(path: str | Path, what: str = "weights") -> NoReturn:
-    """Raise CheckpointError for the pickled ``path``: say why it is not read and how to convert it."""
-    raise CheckpointError(
+def pickle_refusal(path: str | Path, what: str = "weights") -> CheckpointError:
+    """The error that refuses the pickled ``path`` (``raise pickle_refusal(path)``): why it is not read and
+    how to convert it."""
+    return CheckpointError(
         f"{path} holds {what} as a pickle, which ibzoo never reads: unpickling a file runs any code it "
         "names. Use safetensors weights (model.safetensors) instead; a pickle whose author you trust "
         "converts with `safetensors.torch.save_file(torch.load(PATH, weights_only=True), "
@@ -236,9 +240,34 @@ def load_weights_file(model: nn.Module, path: str | Path) -> None:
     """Load a safetensors state dict into ``model`` strictly, as timm's ``checkpoint_path=`` does."""
     path = Path(path)
     if not path.name.endswith(".safetensors"):
-        refuse_pickle(path)
+        raise pickle_refusal(path)
     if not path.is_file():
         raise PretrainedWeightsUnavailableError(f"checkpoint_path {path} does not exist.")
     state_dict = read_safetensors(path, "backbone")
     check_state_dict(state_dict, model.state_dict(), str(path))
     model.load_state_dict(state_dict)
+
+
+def create_from_file(model_name: str, path: Path, origin: Mapping[str, Any], **kwargs: Any) -> nn.Module:
+    """``timm.create_model(model_name, pretrained=True, **kwargs)`` with the backbone weights of the local
+    safetensors file ``path``, which ``origin`` (the ``pretrained_cfg`` entries of where it was found)
+    names in the model's ``pretrained_cfg``.
+
+    The file is checked to hold a backbone and handed to timm as its ``file``: timm reads it once and
+    still adapts it (input channels, classifier, its filters) but never falls back to a pickle. The loaded
+    tensors are then checked without reading the file again (:func:`check_loaded`).
+    """
+    check_content(path, "backbone")
+    # An empty source makes timm read the file ahead of every other location.
+    overlay = {**(kwargs.pop("pretrained_cfg_overlay", None) or {}), "file": str(path), "source": ""}
+    try:
+        model = timm.create_model(model_name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs)
+    except safetensors.SafetensorError as err:
+        raise CheckpointError(f"{path} is truncated or corrupt ({err}). {remedy_for(path)}.") from None
+    for key in ("source", "custom_load", "file", "hf_hub_id"):
+        if origin.get(key) is not None:
+            model.pretrained_cfg[key] = origin[key]
+        elif key != "hf_hub_id":
+            model.pretrained_cfg.pop(key, None)
+    refuse_missing_tensors(model, check_loaded(path, model.state_dict()), str(path))
+    return model

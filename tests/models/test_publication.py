@@ -1,11 +1,13 @@
-"""Where a name's weights lie (locate_weights): the source timm would read, or the pickle refused."""
+"""Where a name's weights lie (source_of, locate_weights): the source timm would read, or the pickle
+refused; an unpublished zoo tag's source knows how to train it."""
 
 from pathlib import Path
 
 import pytest
 import torch
 
-from ibzoo.published_source import PublishedSource, locate_weights
+from ibzoo.models.publication import locate_weights, source_of, tag_repo_id
+from ibzoo.published_source import PublishedSource
 from ibzoo.weights import CheckpointError
 
 NAME = "resnet18_cifar_simclr_topk"
@@ -58,3 +60,18 @@ def test_a_pickle_is_refused_naming_it(overlay, named):
     with pytest.raises(CheckpointError, match="pickle") as raised:
         locate_weights(NAME, {"pretrained_cfg_overlay": overlay})
     assert named in str(raised.value)
+
+
+def test_an_unpublished_zoo_tags_source_says_how_to_train_it():
+    source = source_of(f"{NAME}.cifar10")
+    assert source == PublishedSource(tag_repo_id(f"{NAME}.cifar10"))
+    assert "train/pretrain.py --model resnet18_cifar_simclr_topk" in source.not_published
+    assert locate_weights(f"{NAME}.cifar10", {}).source.not_published == source.not_published
+
+
+def test_another_repo_named_for_a_zoo_name_is_not_its_unpublished_repo():
+    # The how-to-train text belongs to the zoo's own repo, not to any repo a zoo name is pointed at.
+    located = locate_weights(NAME, {"pretrained_cfg_overlay": {"hf_hub_id": "org/repo"}})
+    assert located.source.not_published is None
+    assert source_of("hf-hub:org/repo").not_published is None
+    assert source_of("resnet18").not_published is None  # timm's own repo (timm/resnet18.a1_in1k)

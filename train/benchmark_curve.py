@@ -12,10 +12,10 @@ after each piece the backbone of the newest checkpoint is scored as the benchmar
 schedule has not annealed its learning rate, so it understates what an e-epoch run reaches: a budget
 read off the curve is a conservative one.
 
-Output, beside the benchmark's: ``curves/CELL/seedS/`` (the run), ``curves.json`` (every point of every
-curve, with its machine; rewritten after each point, so running the same command again continues where
-it stopped) and ``curves.png`` (linear and k-NN top-1 against steps, each curve, and the fair random-init
-reference of ``results.json`` as a horizontal line when it has one).
+Output, beside the benchmark's: ``curves/CELL_Eep[_warmupN]/seedS/`` (the run; see curve_key),
+``curves.json`` (every point of every curve, with its machine; rewritten after each point, so running the
+same command again continues where it stopped) and ``curves.png`` (linear and k-NN top-1 against steps,
+each curve, and the fair random-init reference of ``results.json`` as a horizontal line when it has one).
 """
 
 import argparse
@@ -91,6 +91,25 @@ def curve_points(epochs: int) -> list[int]:
     return sorted({point for point in POINTS if point < epochs} | {epochs})
 
 
+def curve_key(cell: Cell, seed: int, epochs: int, settings: dict) -> dict:
+    """What tells a curve from the others in curves.json: the cell, seed, schedule length and warm-up.
+
+    ``reference_warmup_steps`` is the framework's reference warm-up slope (benchmark_fmnist.warmup_args),
+    None for the warm-up over a fraction of the epochs: a framework's budget may move from one to the
+    other, and the curves of both stay in the record.
+    """
+    warmup = settings["reference_warmup_steps"].get(cell.framework)
+    return dict(
+        framework=cell.framework, projector=cell.row, seed=seed, epochs=epochs, reference_warmup_steps=warmup
+    )
+
+
+def curve_folder(key: dict) -> str:
+    """The run folder's name under ``curves/``: one per curve key but the seed (a subfolder)."""
+    warmup = "" if key["reference_warmup_steps"] is None else f"_warmup{key['reference_warmup_steps']}"
+    return f"{key['framework']}_{key['projector']}_{key['epochs']}ep{warmup}"
+
+
 def newest_state(run: Path) -> tuple[Path | None, TrainerState]:
     """The run's newest checkpoint and the trainer state saved in it (epoch and step 0 before the first)."""
     checkpoint = latest_checkpoint(run / CHECKPOINTS_DIR)
@@ -157,7 +176,9 @@ def draw_curves(curves: list[dict], reference: dict[str, float]) -> Image.Image:
         series = []
         for index, curve in enumerate(curves):
             points = curve["points"]
-            label = f"{FRAMEWORK_TITLES[curve['framework']]} ({curve['epochs']} ep)"
+            warmup = curve["reference_warmup_steps"]
+            slope = "" if warmup is None else f", {warmup}-step warm-up"
+            label = f"{FRAMEWORK_TITLES[curve['framework']]} ({curve['epochs']} ep{slope})"
             series.append(
                 Series(
                     label,
@@ -181,14 +202,16 @@ def main(argv: list[str] | None = None) -> Path:
     # The benchmark's settings but its per-cell epochs and seed counts: a curve sets its own.
     settings = {k: v for k, v in BUDGETS[args.budget].items() if k not in ("epochs", "main_seeds", "seeds")}
     name = f"{model_name(cell)}.{TAG}"
-    run = output_dir / "curves" / f"{cell.framework}_{cell.row}" / f"seed{args.seed}"
+    key = curve_key(cell, args.seed, args.epochs, settings)
+    run = output_dir / "curves" / curve_folder(key) / f"seed{args.seed}"
     data_dir, train_data, test_data = benchmark_data(output_dir, settings, args)
     curves_file = output_dir / "curves.json"
-    key = dict(framework=cell.framework, projector=cell.row, seed=args.seed, epochs=args.epochs)
+    # The warm-up is a framework's own (in each curve's key), the rest is shared by every curve of the file.
+    shared = {k: v for k, v in settings.items() if k != "reference_warmup_steps"}
     machine = f"{describe_device(torch.device('cpu'))}, torch {torch.__version__}"
 
     for point in curve_points(args.epochs):
-        if any(p["epoch"] == point for p in record_point(curves_file, settings, key)["points"]):
+        if any(p["epoch"] == point for p in record_point(curves_file, shared, key)["points"]):
             continue
         began = time.perf_counter()
         done = newest_state(run)[1].epoch
@@ -221,7 +244,7 @@ def main(argv: list[str] | None = None) -> Path:
             eval_seconds=time.perf_counter() - trained,
             machine=machine,
         )
-        curves = record_point(curves_file, settings, key, scored)
+        curves = record_point(curves_file, shared, key, scored)
         logger.info("%s seed %d, epoch %d of %d: %s", cell.key, args.seed, point, args.epochs, scored)
 
     curves = json.loads(curves_file.read_text())

@@ -22,7 +22,7 @@ def test_curve_scores_each_point_once_and_resumes(idx_dir, tmp_path, monkeypatch
     assert [(p["epoch"], p["step"]) for p in curve["points"]] == [(1, 2), (2, 4), (3, 6)]
     assert all(0 <= p["linear_top1"] <= 100 and p["machine"].startswith("cpu (") for p in curve["points"])
     assert (output / "curves.png").stat().st_size > 0
-    run = output / "curves" / "byol_mlp" / "seed0"
+    run = output / "curves" / "byol_mlp_3ep" / "seed0"
     assert json.loads((run / "run_config.json").read_text())["epochs"] == 3 and (run / "model").is_dir()
 
     # Again: nothing is trained or scored twice.

@@ -137,15 +137,15 @@ def test_cells_seeds_and_pretraining_flags_follow_the_issue(tmp_path, monkeypatc
     monkeypatch.setattr(
         script.subprocess, "run", lambda argv: commands.append(argv) or types.SimpleNamespace(returncode=0)
     )
-    args = script.parse_args(["--output-dir", str(tmp_path), "--cells", "simclr/topk_tied,barlow/mlp_mi"])
+    args = script.parse_args(["--output-dir", str(tmp_path), "--cells", "simclr/topk_tied,byol/mlp_mi"])
     for cell in args.selected:
         script.pretrain(cell, 0, tmp_path / "data", settings, args)
     tied, mi = (" ".join(command) for command in commands)
     assert "--model resnet18_simclr_topk.fmnist" in tied and "--projector.topk-init tied" in tied
     assert f"--projector.topk-k {script.TOPK['k']}" in tied and "--batch-size 256" in tied
     assert (
-        "--model resnet18_barlow_mlp_mi.fmnist" in mi
-        and f"--objective.mi-weight {script.MI_WEIGHTS['barlow']}" in mi
+        "--model resnet18_byol_mlp_mi.fmnist" in mi
+        and f"--objective.mi-weight {script.MI_WEIGHTS['byol']}" in mi
     )
     with pytest.raises(SystemExit):
         script.parse_args(["--output-dir", str(tmp_path), "--cells", "simclr/vq"])
@@ -208,14 +208,36 @@ def test_only_cells_above_the_fair_reference_are_published():
     assert "- SimCLR mlp: +1.00 ± 2.83 points\n" in text
 
 
-def test_a_record_continues_when_frameworks_are_added_but_not_when_a_setting_changes():
+def test_a_framework_added_or_rebudgeted_is_named_and_a_shared_setting_changed_is_none():
     script = load_train_script("benchmark_fmnist")
     settings = script.benchmark_settings("full")
     older = {**settings, "epochs": {"simclr": 4, "barlow": 4}, "mi_weights": {"simclr": 0.1, "barlow": 5.0}}
-    assert script.continues(older, settings) and script.continues(settings, settings)
-    assert not script.continues({**older, "epochs": {"simclr": 2, "barlow": 4}}, settings)
-    assert not script.continues({**settings, "batch_size": 128}, settings)
-    assert not script.continues({key: v for key, v in settings.items() if key != "knn_k"}, settings)
+    older["reference_warmup_steps"] = {"vicreg": 1950}
+    assert script.changed_frameworks(settings, settings) == set()
+    assert script.changed_frameworks(older, settings) == {"barlow", "byol", "vicreg", "mocov3"}
+    assert script.changed_frameworks(
+        {**settings, "mi_weights": {**settings["mi_weights"], "simclr": 1.0}}, settings
+    ) == {"simclr"}
+    assert script.changed_frameworks({**settings, "batch_size": 128}, settings) is None
+    assert (
+        script.changed_frameworks({key: v for key, v in settings.items() if key != "knn_k"}, settings) is None
+    )
+
+
+def test_runs_of_a_framework_whose_budget_changed_are_refused_and_kept(tmp_path):
+    """A record holding Barlow Twins runs of another budget: the benchmark names them and how to rerun
+    them, and leaves results.json as it was."""
+    script = load_train_script("benchmark_fmnist")
+    settings = script.benchmark_settings("full")
+    older = {**settings, "epochs": {**settings["epochs"], "barlow": 2}}
+    runs = [dict(framework="barlow", projector="fsq", seed=0, linear_top1=70.0)]
+    runs.append(dict(framework="simclr", projector="mlp", seed=0, linear_top1=85.0))
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps({"settings": older, "runs": runs}))
+    before = results_file.read_text()
+    with pytest.raises(ValueError, match=r"budget of barlow changed .*epochs .*--cells barlow/fsq --rerun"):
+        script.main(["--output-dir", str(tmp_path), "--resume"])
+    assert results_file.read_text() == before
 
 
 def test_the_committed_record_continues_with_this_benchmarks_settings():
@@ -225,7 +247,9 @@ def test_the_committed_record_continues_with_this_benchmarks_settings():
     assert record["settings"] == script.benchmark_settings("full")
 
 
-def test_vicreg_warms_up_at_its_references_slope_and_the_others_over_a_fraction(idx_dir, tmp_path):
+def test_vicreg_and_barlow_warm_up_at_their_references_slope_and_the_others_over_a_fraction(
+    idx_dir, tmp_path
+):
     """VICReg's lr reaches 0.3 x steps / 1950 at the end of a short budget (the reference's first steps),
     and 0.3 once the budget is longer than the reference's warm-up; other frameworks warm up over 5 %."""
     script = load_train_script("benchmark_fmnist")
@@ -237,6 +261,8 @@ def test_vicreg_warms_up_at_its_references_slope_and_the_others_over_a_fraction(
     assert short == ["--optimizer.lr", f"{0.3 * 8 / 1950:g}", "--optimizer.warmup-epochs", "2"]
     long = script.warmup_args(cells["vicreg/mlp"], 500, settings, data_dir)
     assert long == ["--optimizer.lr", "0.3", "--optimizer.warmup-epochs", f"{1950 / 4:g}"]
+    barlow = script.warmup_args(cells["barlow/topk"], 8, settings, data_dir)
+    assert barlow == ["--optimizer.lr", f"{0.3 * 32 / 1950:g}", "--optimizer.warmup-epochs", "8"]
     assert script.warmup_args(cells["simclr/topk"], 4, settings, data_dir) == [
         "--optimizer.warmup-epochs",
         "0.2",

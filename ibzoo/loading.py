@@ -174,15 +174,16 @@ def load_backbone(
     timm's pickle fallbacks; weights the caller passed in memory, or none at all, are timm's business.
     """
     checkpoint_path = kwargs.pop("checkpoint_path", None)
-    named = names_a_source(model_name)
+    # The published model the name itself names (hf-hub:, local-dir:), resolved once: by the caller or here;
+    # and what weights that do not fit it should have been.
     base = split_model_name_tag(model_name)[0]
-    if named:
-        expected = "the architecture its config.json names"  # what weights that do not fit should be
-    else:
-        expected = repr(MODEL_INFOS[base].architecture if base in MODEL_INFOS else base)
-    weights = locate_weights(model_name, kwargs) if pretrained else None
-    source = weights.source if weights is not None else source_of(model_name) if named else None
-    wanted = (pretrained and with_projector) or named
+    named, expected = None, repr(MODEL_INFOS[base].architecture if base in MODEL_INFOS else base)
+    if names_a_source(model_name):
+        named = published.source if published is not None else source_of(model_name)
+        expected = "the architecture its config.json names"
+    weights = locate_weights(model_name, kwargs, named) if pretrained else None
+    source = weights.source if weights is not None else named
+    wanted = (pretrained and with_projector) or named is not None
     bare_file = weights is not None and weights.bare_file  # timm's format: no config.json, no projector
     if wanted and source is not None and not bare_file and (published is None or published.source != source):
         # Refuses a config.json that is invalid or from a newer ibzoo before timm reads the weights.

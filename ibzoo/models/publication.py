@@ -107,11 +107,14 @@ def _hub_source(hub_id: str, model_name: str) -> PublishedSource:
 _SOURCE_KEYS = ("source", "file", "url", "hf_hub_id", "hf_hub_filename", "state_dict", "custom_load")
 
 
-def locate_weights(model_name: str, kwargs: Mapping[str, Any]) -> WeightsSource:
+def locate_weights(
+    model_name: str, kwargs: Mapping[str, Any], named: PublishedSource | None = None
+) -> WeightsSource:
     """Where ``timm.create_model(model_name, pretrained=True, **kwargs)`` would take the backbone's weights
     from: a name's prefix, its tag's pretrained config, a ``pretrained_cfg`` / ``pretrained_cfg_overlay``
     in ``kwargs``, and for a zoo tag not published yet its Hub repo. A source that only holds pickles
-    (a ``.pth`` URL, a ``.bin`` file, a custom loader) is refused here, naming it.
+    (a ``.pth`` URL, a ``.bin`` file, a custom loader) is refused here, naming it. ``named`` is the
+    published model an ``hf-hub:`` or ``local-dir:`` name names when the caller has resolved it already.
 
     The order is timm's own (``timm.models._builder._resolve_pretrained_source``, which timm does not
     export): a ``source`` of ``hf-hub`` or ``local-dir`` first, then an in-memory ``state_dict``, a
@@ -119,7 +122,8 @@ def locate_weights(model_name: str, kwargs: Mapping[str, Any]) -> WeightsSource:
     file timm would, and only if it is safetensors.
     """
     overlay = dict(kwargs.get("pretrained_cfg_overlay") or {})
-    named = source_of(model_name) if names_a_source(model_name) else None
+    if named is None and names_a_source(model_name):
+        named = source_of(model_name)
     if named is not None and named.folder is not None:
         origin: dict[str, Any] = {"source": "local-dir", "file": str(named.folder)}
     elif named is not None:

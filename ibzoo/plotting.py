@@ -8,6 +8,7 @@ I(Z1; R) against I(Z1; Z2), where a good projector keeps I(Z1; R) high while I(Z
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from collections.abc import Iterable, Mapping, Sequence
@@ -113,11 +114,31 @@ def line_chart(
     draw.text(((left + right) / 2, size[1] - 8), x_label, fill="black", font=font, anchor="md")
     _draw_vertical_text(image, y_label, center=(10, (top + bottom) // 2), font=font)
     if len(lines) > 1:
+        # As wide as the longest label, on white, in the right-hand corner (top or bottom) that hides
+        # fewer of the lines' pixels.
+        width = 22 + max(draw.textlength(line.label, font=font) for line, _ in lines)
+        height = 14 * len(lines) + 2
+        legend_left = right - 4 - width
+        drawn = [pixel for _, points in lines for pixel in _along([to_pixel(x, y) for x, y in points])]
+        legend_top = min(
+            (top + 2, bottom - 2 - height),
+            key=lambda y0: sum(x >= legend_left and y0 <= y <= y0 + height for x, y in drawn),
+        )
+        box = [(legend_left, legend_top), (right - 2, legend_top + height)]
+        draw.rectangle(box, fill="white", outline=(200, 200, 200))
         for row, (line, _) in enumerate(lines):
-            y = top + 8 + 14 * row
-            draw.rectangle([(right - 110, y - 4), (right - 100, y + 4)], fill=line.color)
-            draw.text((right - 94, y), line.label, fill="black", font=font, anchor="lm")
+            y = legend_top + 8 + 14 * row
+            draw.rectangle([(legend_left + 4, y - 4), (legend_left + 14, y + 4)], fill=line.color)
+            draw.text((legend_left + 18, y), line.label, fill="black", font=font, anchor="lm")
     return image
+
+
+def _along(pixels: list[tuple[float, float]], samples: int = 16) -> list[tuple[float, float]]:
+    """Points along a polyline through ``pixels``, ``samples`` per segment (where a line is drawn)."""
+    along = pixels[:1]
+    for (x0, y0), (x1, y1) in itertools.pairwise(pixels):
+        along += [(x0 + (x1 - x0) * t / samples, y0 + (y1 - y0) * t / samples) for t in range(1, samples + 1)]
+    return along
 
 
 def _draw_vertical_text(

@@ -7,6 +7,7 @@ import torch
 from ibzoo.plotting import Series, line_chart, nice_ticks, plot_training_log, side_by_side
 
 RED, BLUE = (214, 39, 40), (31, 119, 180)
+LEGEND_OUTLINE = (200, 200, 200)
 
 
 def _pixels_of(image, color):
@@ -49,7 +50,8 @@ def test_line_chart_puts_points_where_the_axes_say():
     lowest = max(red, key=lambda p: p[1])  # image rows grow downwards
     highest = min(red, key=lambda p: p[1])
     assert lowest[0] < highest[0]
-    blue_rows = {y for x, y in blue if x > 200}  # the line, not its legend swatch
+    left, top, right, bottom = _legend_box(image)
+    blue_rows = {y for x, y in blue if not (left <= x <= right and top <= y <= bottom)}  # not the swatch
     assert max(blue_rows) - min(blue_rows) <= 2
     assert abs(sum(blue_rows) / len(blue_rows) - (lowest[1] + highest[1]) / 2) <= 2
 
@@ -89,3 +91,26 @@ def test_plot_training_log_without_known_keys(tmp_path):
     log_file.write_text("not json")
     with pytest.raises(ValueError, match=r"log\.jsonl:1 is not a JSON object"):
         plot_training_log(log_file)
+
+
+def _legend_box(image):
+    """(left, top, right, bottom) of the legend: the one box drawn in LEGEND_OUTLINE."""
+    outline = _pixels_of(image, LEGEND_OUTLINE)
+    xs, ys = [x for x, _ in outline], [y for _, y in outline]
+    return min(xs), min(ys), max(xs), max(ys)
+
+
+def test_line_chart_legend_takes_the_right_hand_corner_its_lines_leave_free():
+    # Lines in the upper half: the legend goes to the bottom right; in the lower half, to the top right.
+    # Either way it is as wide as its longest label needs (about 6 px a character) and on the right.
+    # A dot at x = 0 on the far side holds the y axis at 0..10.
+    for low, high, other_end, legend_below in ((8.0, 10.0, 0.0, True), (0.0, 2.0, 10.0, False)):
+        series = [
+            Series("short", [0.0, 10.0], [low, high], color=RED),
+            Series("a much, much longer label", [0.0, 10.0], [high, low], color=BLUE),
+            Series("axis", [0.0], [other_end]),
+        ]
+        image = line_chart(series, title="t", x_label="x", y_label="y", size=(480, 360))
+        left, top, right, _ = _legend_box(image)
+        assert (top > image.height / 2) == legend_below, (low, high)
+        assert right > 0.9 * image.width and right - left > 25 * 5

@@ -1,13 +1,13 @@
 """A Fashion-MNIST table of every projector, sized to tell a bottleneck from an MLP.
 
-For each framework (SimCLR, Barlow Twins) and projector (mlp, fsq, topk, topk_fsq, mlp_mi), plus two
-SimCLR ablations (top-k with the tied init; mlp from timm's zero-init residual gamma), this pretrains
-``resnet18_{framework}_{projector}.fmnist`` with train/pretrain.py (one subprocess and output folder per
-cell and seed), then scores the pre-projector features Z1 on the 10,000 test images with weighted k-NN
-and the fast linear probe, whose L2 weight is chosen on a held-out tenth of the training images
-(ibzoo.evaluation.evaluate_backbone). Two untrained references close the table: timm's init with the
-initial BatchNorm statistics, and the zoo's init (every gamma at 1) with BatchNorm statistics
-recalibrated on training images, the fair one. As "Projection Head is Secretly an Information
+For each framework (SimCLR, Barlow Twins, BYOL, VICReg, MoCo v3) and projector (mlp, fsq, topk, topk_fsq,
+mlp_mi), plus two SimCLR ablations (top-k with the tied init; mlp from timm's zero-init residual gamma),
+this pretrains ``resnet18_{framework}_{projector}.fmnist`` with train/pretrain.py (one subprocess and
+output folder per cell and seed), then scores the pre-projector features Z1 on the 10,000 test images
+with weighted k-NN and the fast linear probe, whose L2 weight is chosen on a held-out tenth of the
+training images (ibzoo.evaluation.evaluate_backbone). Two untrained references close the table: timm's
+init with the initial BatchNorm statistics, and the zoo's init (every gamma at 1) with BatchNorm
+statistics recalibrated on training images, the fair one. As "Projection Head is Secretly an Information
 Bottleneck" (Ouyang et al., ICLR 2025, arXiv:2503.00507) compares projectors.
 
     python train/benchmark_fmnist.py --output-dir bench-fmnist --resume       # the full budget (~1 day)
@@ -55,9 +55,10 @@ The budget ("full"), and why:
   mlp_mi (a first look, which their issue asks for), 3 for every other cell and reference. Runs go seed by
   seed, so an interrupted benchmark has whole seeds of every cell first.
 
-A pretraining run is 936 steps: 1.5-1.8 s each measured here on a nearly idle 2-core CPU (one loader
-worker), about 25 minutes; an evaluation takes several more (8 measured under load, most of it the
-probe's L2 grid: six L-BFGS fits on 54,000 x 512 features): 42 runs and 48 evaluations, about a day.
+On a 2-core CPU a SimCLR step took 0.5-1.8 s, a Barlow Twins top-k step about 1.5 s (one thread), so
+a run takes 4 (one BYOL, VICReg or MoCo v3 epoch) to 50 minutes (Barlow Twins' top-k cells); an evaluation
+takes 2-8 more, most of it the probe's L2 grid (six L-BFGS fits on 54,000 x 512 features): 75 runs and
+81 evaluations, a few days of one such machine (README, "Benchmark on Fashion-MNIST").
 Run it in pieces: every invocation with --resume continues where the last stopped.
 """
 

@@ -250,8 +250,9 @@ def test_the_committed_record_continues_with_this_benchmarks_settings():
 def test_vicreg_and_barlow_warm_up_at_their_references_slope_and_the_others_over_a_fraction(
     idx_dir, tmp_path
 ):
-    """VICReg's lr reaches 0.3 x steps / 1950 at the end of a short budget (the reference's first steps),
-    and 0.3 once the budget is longer than the reference's warm-up; other frameworks warm up over 5 %."""
+    """VICReg's and Barlow Twins' lr reaches 0.3 x steps / 1950 at the end of a short budget (the
+    reference's first steps), and 0.3 once the budget is longer than the reference's warm-up; other
+    frameworks warm up over 5 %."""
     script = load_train_script("benchmark_fmnist")
     settings = {**script.BUDGETS["full"], "subset": 64, "batch_size": 16}  # 4 steps per epoch
     args = script.parse_args(["--output-dir", str(tmp_path), "--idx-dir", str(idx_dir)])

@@ -118,7 +118,7 @@ def line_chart(
         # fewer of the lines' pixels.
         width = 22 + max(draw.textlength(line.label, font=font) for line, _ in lines)
         height = 14 * len(lines) + 2
-        legend_left = right - 4 - width
+        legend_left = max(left + 2, right - 4 - width)  # a label too long for the plot runs past its edge
         drawn = [pixel for _, points in lines for pixel in _along([to_pixel(x, y) for x, y in points])]
         legend_top = min(
             (top + 2, bottom - 2 - height),
@@ -133,10 +133,11 @@ def line_chart(
     return image
 
 
-def _along(pixels: list[tuple[float, float]], samples: int = 16) -> list[tuple[float, float]]:
-    """Points along a polyline through ``pixels``, ``samples`` per segment (where a line is drawn)."""
+def _along(pixels: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """About one point per pixel along a polyline through ``pixels`` (where its line is drawn)."""
     along = pixels[:1]
     for (x0, y0), (x1, y1) in itertools.pairwise(pixels):
+        samples = max(1, round(math.hypot(x1 - x0, y1 - y0)))
         along += [(x0 + (x1 - x0) * t / samples, y0 + (y1 - y0) * t / samples) for t in range(1, samples + 1)]
     return along
 

@@ -129,6 +129,16 @@ def checkpoint_backbone(checkpoint: Path, name: str, image_size: int) -> torch.n
     return backbone
 
 
+def read_curves(curves_file: Path) -> dict:
+    """``curves_file``, with the warm-up in each curve's key: an older ibzoo kept it once in the settings
+    (``reference_warmup_steps``, or nothing before a framework had one)."""
+    curves = json.loads(curves_file.read_text())
+    warmups = curves["settings"].pop("reference_warmup_steps", {})
+    for curve in curves["curves"]:
+        curve.setdefault("reference_warmup_steps", warmups.get(curve["framework"]))
+    return curves
+
+
 def record_point(curves_file: Path, settings: dict, key: dict, point: dict | None = None) -> dict:
     """The curve ``key`` names in ``curves_file``, with ``point`` added when given (and written).
 
@@ -137,9 +147,7 @@ def record_point(curves_file: Path, settings: dict, key: dict, point: dict | Non
     """
     with open(curves_file.with_suffix(".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
-        curves = {"settings": settings, "curves": []}
-        if curves_file.exists():
-            curves = json.loads(curves_file.read_text())
+        curves = read_curves(curves_file) if curves_file.exists() else {"settings": settings, "curves": []}
         if curves["settings"] != settings:
             raise ValueError(
                 f"{curves_file} holds curves with settings {curves['settings']}, not {settings}; pass the "
@@ -210,8 +218,17 @@ def main(argv: list[str] | None = None) -> Path:
     shared = {k: v for k, v in settings.items() if k != "reference_warmup_steps"}
     machine = f"{describe_device(torch.device('cpu'))}, torch {torch.__version__}"
 
+    scored_epochs = [p["epoch"] for p in record_point(curves_file, shared, key)["points"]]
+    if set(curve_points(args.epochs)) - set(scored_epochs) and scored_epochs and newest_state(run)[0] is None:
+        # Its points came from a run that is not here: a new run would mix two runs in one curve.
+        legacy = output_dir / "curves" / f"{cell.framework}_{cell.row}" / f"seed{args.seed}"
+        raise ValueError(
+            f"{curves_file} holds epochs {scored_epochs} of this curve, but {run} has no checkpoint to "
+            f"continue from. If an older ibzoo trained it, its folder is {legacy}: move it to {run}; or "
+            "start the curve again in another --output-dir."
+        )
     for point in curve_points(args.epochs):
-        if any(p["epoch"] == point for p in record_point(curves_file, shared, key)["points"]):
+        if point in scored_epochs:
             continue
         began = time.perf_counter()
         done = newest_state(run)[1].epoch
@@ -244,11 +261,12 @@ def main(argv: list[str] | None = None) -> Path:
             eval_seconds=time.perf_counter() - trained,
             machine=machine,
         )
-        curves = record_point(curves_file, shared, key, scored)
+        record_point(curves_file, shared, key, scored)
         logger.info("%s seed %d, epoch %d of %d: %s", cell.key, args.seed, point, args.epochs, scored)
 
-    curves = json.loads(curves_file.read_text())
-    draw_curves(curves["curves"], fair_reference(output_dir)).save(output_dir / "curves.png")
+    draw_curves(read_curves(curves_file)["curves"], fair_reference(output_dir)).save(
+        output_dir / "curves.png"
+    )
     return curves_file
 
 

@@ -35,3 +35,36 @@ def test_curve_scores_each_point_once_and_resumes(idx_dir, tmp_path, monkeypatch
     # Another budget's settings are refused rather than mixed in.
     with pytest.raises(ValueError, match="holds curves with settings"):
         script.main([*argv[:3], "full", *argv[4:]])
+
+
+def test_an_older_curves_file_is_read_with_each_curves_warm_up(tmp_path):
+    """Before the warm-up was in each curve's key it was one setting of the file (or none at all)."""
+    script = load_train_script("benchmark_curve")
+    older = {"settings": {"image_size": 32, "reference_warmup_steps": {"vicreg": 1950}}, "curves": []}
+    older["curves"] = [
+        dict(framework=f, projector="mlp", seed=0, epochs=1, points=[]) for f in ("vicreg", "byol")
+    ]
+    (tmp_path / "curves.json").write_text(json.dumps(older))
+    curves = script.read_curves(tmp_path / "curves.json")
+    assert curves["settings"] == {"image_size": 32}
+    assert [c["reference_warmup_steps"] for c in curves["curves"]] == [1950, None]
+
+
+def test_a_curve_whose_run_is_not_there_is_refused_rather_than_restarted(idx_dir, tmp_path):
+    """Points of a curve without its run folder (an older ibzoo's folder name, or a deleted run): a fresh
+    run would put two runs' points in one curve."""
+    script = load_train_script("benchmark_curve")
+    output = tmp_path / "bench"
+    argv = ["--output-dir", str(output), "--budget", "quick", "--idx-dir", str(idx_dir), "--cpu"]
+    argv += ["--cell", "byol/mlp", "--epochs", "3"]
+    settings = {
+        k: v for k, v in script.BUDGETS["quick"].items() if k not in ("epochs", "main_seeds", "seeds")
+    }
+    shared = {k: v for k, v in settings.items() if k != "reference_warmup_steps"}
+    key = dict(framework="byol", projector="mlp", seed=0, epochs=3, reference_warmup_steps=None)
+    output.mkdir()
+    script.record_point(output / "curves.json", shared, key, dict(epoch=1, step=2, linear_top1=50.0))
+    with pytest.raises(
+        ValueError, match=r"holds epochs \[1\] of this curve, but .*byol_mlp_3ep/seed0 has no"
+    ):
+        script.main(argv)

@@ -208,25 +208,34 @@ def test_only_cells_above_the_fair_reference_are_published():
     assert "- SimCLR mlp: +1.00 ± 2.83 points\n" in text
 
 
-def test_a_framework_added_or_rebudgeted_is_named_and_a_shared_setting_changed_is_none():
+def test_budget_changes_per_framework_and_none_when_a_shared_setting_changed():
     script = load_train_script("benchmark_fmnist")
     settings = script.benchmark_settings("full")
     older = {**settings, "epochs": {"simclr": 4, "barlow": 4}, "mi_weights": {"simclr": 0.1, "barlow": 5.0}}
     older["reference_warmup_steps"] = {"vicreg": 1950}
-    assert script.changed_frameworks(settings, settings) == set()
-    assert script.changed_frameworks(older, settings) == {"barlow", "byol", "vicreg", "mocov3"}
-    assert script.changed_frameworks(
+    assert script.budget_changes(settings, settings) == {}
+    changes = script.budget_changes(older, settings)
+    assert changes.keys() == {"barlow", "byol", "vicreg", "mocov3"}
+    assert changes["barlow"] == {"epochs": (4, 8), "reference_warmup_steps": (None, 1950)}
+    # A record from before reference_warmup_steps existed: read as no framework having one.
+    oldest = {key: value for key, value in older.items() if key != "reference_warmup_steps"}
+    assert script.budget_changes(oldest, settings)["vicreg"]["reference_warmup_steps"] == (None, 1950)
+    assert script.budget_changes({**settings, "batch_size": 128}, settings) is None
+    assert script.budget_changes({key: v for key, v in settings.items() if key != "knn_k"}, settings) is None
+    assert script.budget_changes({**settings, "epochs": 4}, settings) is None
+    # Another MI weight makes only that framework's mlp_mi runs stale; other budget changes all of them.
+    lam = script.budget_changes(
         {**settings, "mi_weights": {**settings["mi_weights"], "simclr": 1.0}}, settings
-    ) == {"simclr"}
-    assert script.changed_frameworks({**settings, "batch_size": 128}, settings) is None
-    assert (
-        script.changed_frameworks({key: v for key, v in settings.items() if key != "knn_k"}, settings) is None
     )
+    assert script.is_stale(dict(framework="simclr", projector="mlp_mi"), lam)
+    assert not script.is_stale(dict(framework="simclr", projector="topk"), lam)
+    assert script.is_stale(dict(framework="barlow", projector="topk"), changes)
+    assert not script.is_stale(dict(framework="simclr", projector="topk"), changes)
 
 
 def test_runs_of_a_framework_whose_budget_changed_are_refused_and_kept(tmp_path):
-    """A record holding Barlow Twins runs of another budget: the benchmark names them and how to rerun
-    them, and leaves results.json as it was."""
+    """A record holding Barlow Twins runs of another budget: the benchmark names them, what changed and
+    how to rerun them, and leaves results.json as it was."""
     script = load_train_script("benchmark_fmnist")
     settings = script.benchmark_settings("full")
     older = {**settings, "epochs": {**settings["epochs"], "barlow": 2}}
@@ -235,9 +244,21 @@ def test_runs_of_a_framework_whose_budget_changed_are_refused_and_kept(tmp_path)
     results_file = tmp_path / "results.json"
     results_file.write_text(json.dumps({"settings": older, "runs": runs}))
     before = results_file.read_text()
-    with pytest.raises(ValueError, match=r"budget of barlow changed .*epochs .*--cells barlow/fsq --rerun"):
+    with pytest.raises(
+        ValueError, match=r"barlow: epochs 2 -> 8\): train them again with --cells barlow/fsq --rerun"
+    ):
         script.main(["--output-dir", str(tmp_path), "--resume"])
-    assert results_file.read_text() == before
+    with pytest.raises(ValueError, match=r"other settings \(batch_size 128 -> 256\)"):
+        results_file.write_text(json.dumps({"settings": {**settings, "batch_size": 128}, "runs": runs}))
+        script.main(["--output-dir", str(tmp_path), "--resume"])
+    results_file.write_text(before)
+    # --rerun of other seeds than the stale ones' is refused too, and deletes nothing.
+    (tmp_path / "runs" / "barlow_fsq" / "seed1").mkdir(parents=True)
+    with pytest.raises(ValueError, match="without --seeds"):
+        script.main(
+            ["--output-dir", str(tmp_path), "--resume", "--cells", "barlow/fsq", "--seeds", "1", "--rerun"]
+        )
+    assert results_file.read_text() == before and (tmp_path / "runs" / "barlow_fsq" / "seed1").is_dir()
 
 
 def test_the_committed_record_continues_with_this_benchmarks_settings():

@@ -92,7 +92,12 @@ def _identifier(value: Any, what: str) -> str:
 
 
 def _projector_description(kind: str, projector: Mapping[str, Any], objective: Mapping[str, Any]) -> str:
-    sparse = f"{projector.get('topk_k')} of {projector.get('topk_latents')} latents active"
+    sparse = f"{projector.get('topk_k')} of {projector.get('topk_latents')} latents active" + (
+        ", encoder and decoder tied at initialization as in Gao et al., 2024 (ibzoo's deviation from the "
+        "reference code's independent init, with which this framework's head collapsed the encoder)"
+        if projector.get("topk_init") == "tied"
+        else ""
+    )
     descriptions = {
         "mlp": "the framework's plain MLP projector (the baseline)",
         "fsq": f"an MLP projector quantized to {projector.get('fsq_levels')} levels per dimension",

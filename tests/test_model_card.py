@@ -81,3 +81,21 @@ def test_benchmark_comparison_section():
 def test_missing_template_says_where_it_looked(tmp_path):
     with pytest.raises(FileNotFoundError, match="hub_cards"):
         render_model_card(_config(), repo_id="me/x", template=tmp_path / "hub_cards" / "nope.md")
+
+
+def test_a_card_names_ibzoos_deviations_from_the_reference_heads():
+    def card_of(name: str) -> str:
+        info = ibzoo.model_info(name)
+        config = _config(
+            model_name=name,
+            framework=info.framework,
+            projector=info.projector,
+            projector_config=dataclasses.asdict(info.projector_config),
+        )
+        return render_model_card(config, repo_id=f"ibzoo/{name}").text
+
+    tied = "encoder and decoder tied at initialization"
+    assert tied in card_of("resnet18_cifar_barlow_topk") and tied in card_of("resnet18_cifar_barlow_topk_fsq")
+    assert "standardized over the batch" in card_of("resnet18_cifar_barlow_topk_fsq")
+    simclr = card_of("resnet18_cifar_simclr_topk")  # the reference's init
+    assert "autoencoder projector (1000 of 100000 latents active)" in simclr and tied not in simclr

@@ -21,6 +21,7 @@ from torch import nn
 
 from ibzoo.names import PROJECTORS
 from ibzoo.projectors import ProjectorConfig
+from ibzoo.projectors.topk import TopKInit
 from ibzoo.view_recipe import ViewRecipe
 
 __all__ = ["Family", "Framework", "Recipe"]
@@ -84,6 +85,10 @@ class Framework:
     topk_fsq_standardize: bool = False
     """Standardize the top-k output before quantizing in ``topk_fsq`` (ibzoo's deviation, see
     :class:`~ibzoo.projectors.DiscretizedProjector`)."""
+    topk_init: TopKInit = "independent"
+    """The top-k autoencoder's init in ``topk`` and ``topk_fsq``: the reference's ``"independent"``, or
+    ``"tied"`` where a framework's file says why it deviates (see
+    :meth:`~ibzoo.projectors.TopKSparseProjector.reset_parameters`)."""
 
     @property
     def has_target(self) -> bool:
@@ -103,7 +108,7 @@ class Framework:
             return head
         if projector == "fsq":
             return dataclasses.replace(head, fsq_levels=self.fsq_levels)
-        sizes = dict(topk_latents=TOPK_LATENTS, topk_k=TOPK_K)
+        sizes = dict(topk_latents=TOPK_LATENTS, topk_k=TOPK_K, topk_init=self.topk_init)
         if self.topk_stem is None:
             topk = ProjectorConfig(hidden_features=(), out_features=None, **sizes)
         else:

@@ -177,15 +177,16 @@ class TopKSparseProjector(nn.Module):
     def reset_parameters(self) -> None:
         """Initialise the encoder and decoder as ``init`` says.
 
-        ``"independent"`` (the zoo's): encoder and decoder drawn independently with PyTorch's default
-        ``nn.Linear`` init, as the reference builds them (two ``nn.Linear`` layers in PKU-ML/
-        Projector_Theory's ``methods/simclr.py``): W_dec and b_dec uniform in +-1/sqrt(latents). The
-        head starts as a random sparse projection, the bottleneck closed (at 512 -> 100000 -> 512, k = 1000,
-        cos(out, x) is about 0).
+        ``"independent"`` (the reference's, and the zoo's but for Barlow Twins): encoder and decoder drawn
+        independently with PyTorch's default ``nn.Linear`` init, as the reference builds them (two
+        ``nn.Linear`` layers in PKU-ML/Projector_Theory's ``methods/simclr.py``): W_dec and b_dec uniform in
+        +-1/sqrt(latents). The head starts as a random sparse projection, the bottleneck closed (at
+        512 -> 100000 -> 512, k = 1000, cos(out, x) is about 0).
 
         ``"tied"``: Gao et al.'s sparse-autoencoder init, W_dec = W_enc^T with unit-norm latent directions
         and a zero encoder bias; the head starts as a near pass-through (cos(out, x) about 0.97 at the
-        same size), the bottleneck open. Kept for ablations.
+        same size), the bottleneck open. Barlow Twins' zoo heads start so: ibzoo's deviation, measured
+        (``ibzoo/frameworks/barlow_twins.py``).
         """
         self.encoder.reset_parameters()
         if self.init == "tied":

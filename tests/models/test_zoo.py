@@ -110,6 +110,10 @@ def test_recipes_follow_the_paper():
     assert simclr.projector_config.hidden_features == ()  # the MLP is replaced entirely
     barlow = ibzoo.model_info("resnet18_cifar_barlow_topk_fsq")
     assert barlow.projector_config.hidden_features == (2048,) and barlow.projector_config.fsq_levels == 3
+    # The reference's independent autoencoder init, except Barlow Twins' tied one (ibzoo's deviation).
+    assert simclr.projector_config.topk_init == "independent" and barlow.projector_config.topk_init == "tied"
+    assert ibzoo.model_info("resnet18_vicreg_topk").projector_config.topk_init == "independent"
+    assert ibzoo.model_info("resnet18_barlow_topk").projector_config.topk_init == "tied"
     assert ibzoo.model_info("resnet18_simclr_fsq").projector_config.fsq_levels == 30
     assert ibzoo.model_info("resnet18_cifar_simclr_mlp_mi").objective_config.mi_weight == 1e-4
     assert ibzoo.model_info("resnet18_barlow_mlp_mi").objective_config.mi_weight == 1e-2

@@ -97,6 +97,7 @@ from ibzoo.models.datasets import DATASETS
 from ibzoo.models.publication import tag_repo_id
 from ibzoo.names import PROJECTORS
 from ibzoo.published_source import CONFIG_FILE
+from ibzoo.training import parse_pretrain_args, run_differences, upgraded_run_config
 
 logger = logging.getLogger("benchmark_fmnist")
 
@@ -311,6 +312,37 @@ def run_dir(output_dir: Path, cell: Cell, seed: int) -> Path:
     return output_dir / "runs" / f"{cell.framework}_{cell.row}" / f"seed{seed}"
 
 
+def pretrain_args(
+    cell: Cell,
+    seed: int,
+    data_dir: Path,
+    settings: dict,
+    args: argparse.Namespace,
+    epochs: int | None,
+    folder: Path,
+    extra_args: tuple[str, ...] = (),
+) -> list[str]:
+    """train/pretrain.py's flags for one cell and seed, trained for ``epochs`` (None: its framework's
+    budget) into ``folder``."""
+    epochs = epochs or settings["epochs"][cell.framework]
+    argv = ["--model", f"{model_name(cell)}.{TAG}", "--data.dataset", str(data_dir)]
+    argv += ["--output-dir", str(folder), "--seed", str(seed), "--epochs", str(epochs)]
+    argv += ["--batch-size", str(settings["batch_size"]), "--image-size", str(settings["image_size"])]
+    argv += warmup_args(cell, epochs, settings, data_dir)
+    # The reference trains in 16-bit mixed precision; bf16 is also the faster one on CPUs with AVX512-BF16.
+    argv += ["--mixed-precision", "bf16"]
+    argv += ["--num-workers", str(args.num_workers), "--log-every", str(LOG_EVERY[args.budget])]
+    argv += ["--log-with"]
+    if ibzoo.model_info(f"{model_name(cell)}.{TAG}").projector_config.topk_latents is not None:
+        argv += ["--projector.topk-latents", str(TOPK["latents"]), "--projector.topk-k", str(TOPK["k"])]
+    if cell.projector == "mlp_mi":
+        argv += ["--objective.mi-weight", str(MI_WEIGHTS[cell.framework])]
+    argv += [*cell.pretrain_args, *extra_args]
+    if args.cpu:
+        argv.append("--cpu")
+    return argv
+
+
 def pretrain(
     cell: Cell,
     seed: int,
@@ -326,24 +358,9 @@ def pretrain(
     returns the run folder. ``extra_args`` are more train/pretrain.py flags (a learning curve's
     ``--max-epochs-this-run``)."""
     benchmark_run = folder is None  # not a learning curve's, which has its own folder
-    name, folder = model_name(cell), folder or run_dir(args.output_dir, cell, seed)
-    epochs = epochs or settings["epochs"][cell.framework]
-    argv = [sys.executable, str(PRETRAIN), "--model", f"{name}.{TAG}", "--data.dataset", str(data_dir)]
-    argv += ["--output-dir", str(folder), "--seed", str(seed), "--epochs", str(epochs)]
-    argv += ["--batch-size", str(settings["batch_size"]), "--image-size", str(settings["image_size"])]
-    argv += warmup_args(cell, epochs, settings, data_dir)
-    # The reference trains in 16-bit mixed precision; bf16 is also the faster one on CPUs with AVX512-BF16.
-    argv += ["--mixed-precision", "bf16"]
-    argv += ["--num-workers", str(args.num_workers), "--log-every", str(LOG_EVERY[args.budget])]
-    argv += ["--log-with"]
-    if ibzoo.model_info(f"{name}.{TAG}").projector_config.topk_latents is not None:
-        argv += ["--projector.topk-latents", str(TOPK["latents"]), "--projector.topk-k", str(TOPK["k"])]
-    if cell.projector == "mlp_mi":
-        argv += ["--objective.mi-weight", str(MI_WEIGHTS[cell.framework])]
-    argv += [*cell.pretrain_args, *extra_args]
-    if args.cpu:
-        argv.append("--cpu")
-    if subprocess.run(argv).returncode != 0:
+    folder = folder or run_dir(args.output_dir, cell, seed)
+    flags = pretrain_args(cell, seed, data_dir, settings, args, epochs, folder, extra_args)
+    if subprocess.run([sys.executable, str(PRETRAIN), *flags]).returncode != 0:
         restart = (
             f" If the error says {folder} holds another run (one of an earlier budget), start it over with "
             f"--cells {cell.key} --seeds {seed} --rerun."
@@ -523,6 +540,25 @@ def stale_runs_error(
     )
 
 
+def changed_recipes(results: dict, data_dir: Path, settings: dict, args: argparse.Namespace) -> dict:
+    """Recorded runs whose run folder trained another projector or objective than their cell's recipe
+    gives now (an ibzoo upgrade changed it, as Barlow Twins' top-k init): ``{cell key: [what changed]}``.
+    A run whose folder is gone (a copied record) cannot be checked and is kept."""
+    cells = {(cell.framework, cell.row): cell for cell in CELLS}
+    changed: dict[str, list[str]] = {}
+    for run in results["runs"]:
+        cell = cells.get((run["framework"], run["projector"]))
+        folder = cell and run_dir(args.output_dir, cell, run["seed"])
+        if cell is None or not (folder / "run_config.json").is_file():
+            continue
+        flags = pretrain_args(cell, run["seed"], data_dir, settings, args, None, folder)
+        identity = parse_pretrain_args(flags).identity()
+        recipe = {section: identity[section] for section in ("projector", "objective")}
+        if differences := run_differences(folder, recipe, upgraded_run_config):
+            changed.setdefault(cell.key, differences)
+    return changed
+
+
 def benchmark_settings(budget: str) -> dict:
     """Everything that makes two runs of the table comparable, as results.json records it (a resumed
     results.json must hold the same)."""
@@ -603,6 +639,13 @@ def main(argv: list[str] | None = None) -> Path:
         save_results(results_file, results)
 
     data_dir, train_data, test_data = benchmark_data(output_dir, settings, args)
+    if changed := changed_recipes(results, data_dir, settings, args):
+        raise ValueError(
+            f"{results_file} holds runs whose recipe has changed since they trained ("
+            + "; ".join(f"{key}: {', '.join(differences)}" for key, differences in changed.items())
+            + f"): train them again with --cells {','.join(changed)} --rerun (without --seeds: every "
+            "seed), or use another --output-dir."
+        )
 
     # Seed by seed, references first: an interrupted benchmark has whole seeds of every cell.
     for seed in range(settings["main_seeds"]):

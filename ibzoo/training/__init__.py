@@ -19,6 +19,7 @@ from ibzoo.training.checkpoint import (
     TrainerState,
     check_output_dir,
     checkpoint_name,
+    run_differences,
     write_run_config,
 )
 from ibzoo.training.config import (
@@ -59,6 +60,7 @@ __all__ = [
     "parse_pretrain_args",
     "pretrain_config_from_overrides",
     "replica_digests",
+    "run_differences",
     "upgraded_run_config",
     "write_run_config",
 ]

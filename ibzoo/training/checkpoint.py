@@ -203,10 +203,12 @@ class OutputDirLock:
             self._file.close()
 
 
-def _run_differences(
+def run_differences(
     run_dir: Path, identity: dict[str, Any], upgrade: Callable[[dict[str, Any]], dict[str, Any]]
 ) -> list[str] | None:
-    """How ``run_dir``'s ``run_config.json``, upgraded, differs from ``identity``; None when it has none."""
+    """How ``run_dir``'s ``run_config.json``, upgraded, differs from ``identity`` (any subset of a
+    :meth:`~ibzoo.training.config.PretrainConfig.identity`), one ``"key.sub: old -> new"`` per setting; None
+    when it has none."""
     saved_file = run_dir / RUN_CONFIG_FILE
     if not saved_file.is_file():
         return None
@@ -240,7 +242,7 @@ def check_output_dir(
         ValueError: The folder holds another run, or checkpoints that "never" would overwrite, or the
             checkpoint to resume from is another run's (or cannot be checked).
     """
-    differences = _run_differences(output_dir, identity, upgrade)
+    differences = run_differences(output_dir, identity, upgrade)
     if differences:
         raise ValueError(
             f"{output_dir} holds another run; its {RUN_CONFIG_FILE} differs in: {'; '.join(differences)}."
@@ -259,7 +261,7 @@ def check_output_dir(
     if resume not in ("auto", "never"):
         # The schedule, optimiser state and weights of a checkpoint fit only the run that wrote it.
         source_run = Path(resume).resolve().parent.parent
-        differences = _run_differences(source_run, identity, upgrade)
+        differences = run_differences(source_run, identity, upgrade)
         if differences is None:
             raise ValueError(
                 f"--resume {resume}: its run folder {source_run} has no {RUN_CONFIG_FILE}, so the checkpoint "

@@ -261,6 +261,34 @@ def test_runs_of_a_framework_whose_budget_changed_are_refused_and_kept(tmp_path)
     assert results_file.read_text() == before and (tmp_path / "runs" / "barlow_fsq" / "seed1").is_dir()
 
 
+def test_runs_whose_recipe_changed_since_are_refused_and_kept(idx_dir, tmp_path):
+    """A run trained before an upgrade changed its cell's projector (as Barlow Twins' top-k init) is named,
+    with what changed and how to rerun it; the record stays as it was."""
+    script = load_train_script("benchmark_fmnist")
+    argv = ["--output-dir", str(tmp_path), "--resume", "--budget", "quick", "--idx-dir", str(idx_dir)]
+    argv.append("--cpu")
+    args, settings = script.parse_args(argv), script.benchmark_settings("quick")
+    cells = {cell.key: cell for cell in script.CELLS}
+    runs = []
+    for key, projector_change in (("simclr/topk", {"topk_init": "tied"}), ("simclr/mlp", {})):
+        cell = cells[key]
+        folder = script.run_dir(tmp_path, cell, 0)
+        flags = script.pretrain_args(cell, 0, tmp_path / "data", settings, args, None, folder)
+        trained = script.parse_pretrain_args(flags).to_dict()
+        trained["projector"].update(projector_change)
+        folder.mkdir(parents=True)
+        (folder / "run_config.json").write_text(json.dumps(trained))
+        runs.append(dict(framework=cell.framework, projector=cell.row, seed=0, linear_top1=80.0))
+    runs.append(dict(framework="simclr", projector="fsq", seed=0, linear_top1=80.0))  # no folder: kept
+    results_file = tmp_path / "results.json"
+    results_file.write_text(json.dumps({"settings": settings, "runs": runs}))
+    before = results_file.read_text()
+    expected = r"simclr/topk: projector.topk_init: 'tied' -> 'independent'\): train them again with --cells "
+    with pytest.raises(ValueError, match=expected + r"simclr/topk --rerun"):
+        script.main(argv)
+    assert results_file.read_text() == before
+
+
 def test_the_committed_record_continues_with_this_benchmarks_settings():
     """README: copy train/results/fmnist.json to OUTPUT/results.json and run with --resume."""
     script = load_train_script("benchmark_fmnist")

@@ -98,6 +98,7 @@ from ibzoo.models.publication import tag_repo_id
 from ibzoo.names import PROJECTORS
 from ibzoo.published_source import CONFIG_FILE
 from ibzoo.training import parse_pretrain_args, run_differences, upgraded_run_config
+from ibzoo.training.checkpoint import RUN_CONFIG_FILE
 
 logger = logging.getLogger("benchmark_fmnist")
 
@@ -548,8 +549,10 @@ def changed_recipes(results: dict, data_dir: Path, settings: dict, args: argpars
     changed: dict[str, list[str]] = {}
     for run in results["runs"]:
         cell = cells.get((run["framework"], run["projector"]))
-        folder = cell and run_dir(args.output_dir, cell, run["seed"])
-        if cell is None or not (folder / "run_config.json").is_file():
+        if cell is None:  # a reference: nothing was trained
+            continue
+        folder = run_dir(args.output_dir, cell, run["seed"])
+        if not (folder / RUN_CONFIG_FILE).is_file():
             continue
         flags = pretrain_args(cell, run["seed"], data_dir, settings, args, None, folder)
         identity = parse_pretrain_args(flags).identity()

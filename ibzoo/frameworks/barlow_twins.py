@@ -140,7 +140,8 @@ BARLOW_TWINS = Framework(
     # encoder within 20 steps at the benchmark's size (effective rank of its features 142 -> 7, then 3;
     # the mlp head's stays at 7-8), the same ~1000 latents became active for every image, and at the
     # benchmark's budget it scored 58.61 % linear, 17.9 points below an untrained network. Tied (Gao et
-    # al.'s init, the head a near pass-through at first), it trains as the mlp head does: RESULT.
+    # al.'s init, the head a near pass-through at first), it trains as the mlp head does: seed 0 at that
+    # budget 77.09 % linear / 71.31 % k-NN (mlp 77.39 / 68.86, the fair random-init reference 76.49 / 76.62).
     topk_init="tied",
     # LARS lr 0.3, weight decay 1e-4; classifier_lr 0.15 (cifar/barlow.yaml) and 0.1 (IN-100);
     # batch 256 (IN-100: 256 x 2 GPUs); 200 / 100 epochs.

@@ -261,10 +261,16 @@ def test_runs_of_a_framework_whose_budget_changed_are_refused_and_kept(tmp_path)
     assert results_file.read_text() == before and (tmp_path / "runs" / "barlow_fsq" / "seed1").is_dir()
 
 
-def test_runs_whose_recipe_changed_since_are_refused_and_kept(idx_dir, tmp_path):
+def test_runs_whose_recipe_changed_since_are_refused_and_kept(idx_dir, tmp_path, monkeypatch):
     """A run trained before an upgrade changed its cell's projector (as Barlow Twins' top-k init) is named,
     with what changed and how to rerun it; the record stays as it was."""
     script = load_train_script("benchmark_fmnist")
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("the stale run was not refused: the benchmark went on to train")
+
+    monkeypatch.setattr(script, "pretrain", no_training)
+    monkeypatch.setattr(script, "evaluate_backbone", no_training)
     argv = ["--output-dir", str(tmp_path), "--resume", "--budget", "quick", "--idx-dir", str(idx_dir)]
     argv.append("--cpu")
     args, settings = script.parse_args(argv), script.benchmark_settings("quick")

@@ -527,6 +527,12 @@ def stale_runs_error(
         for framework in frameworks
     )
     keys = sorted({f"{run['framework']}/{run['projector']}" for run in stale})
+    return refusal(results_file, keys, f"trained under another budget ({what})")
+
+
+def refusal(results_file: Path, keys: list[str], reason: str) -> ValueError:
+    """The refusal of a record holding runs of the cells ``keys`` that no longer compare, for ``reason``,
+    with what to do about them."""
     known = {cell.key for cell in CELLS}
     advice = []
     if rerun := [key for key in keys if key in known]:
@@ -535,10 +541,8 @@ def stale_runs_error(
         )
     if gone := [key for key in keys if key not in known]:
         advice.append(f"remove the runs of {', '.join(gone)}, which the benchmark no longer has, from it")
-    return ValueError(
-        f"{results_file} holds runs trained under another budget ({what}): {'; '.join(advice)}; or use "
-        "another --output-dir."
-    )
+    what_to_do = "; ".join(advice)
+    return ValueError(f"{results_file} holds runs {reason}: {what_to_do}; or use another --output-dir.")
 
 
 def changed_recipes(results: dict, data_dir: Path, settings: dict, args: argparse.Namespace) -> dict:
@@ -643,12 +647,8 @@ def main(argv: list[str] | None = None) -> Path:
 
     data_dir, train_data, test_data = benchmark_data(output_dir, settings, args)
     if changed := changed_recipes(results, data_dir, settings, args):
-        raise ValueError(
-            f"{results_file} holds runs whose recipe has changed since they trained ("
-            + "; ".join(f"{key}: {', '.join(differences)}" for key, differences in changed.items())
-            + f"): train them again with --cells {','.join(changed)} --rerun (without --seeds: every "
-            "seed), or use another --output-dir."
-        )
+        what = "; ".join(f"{key}: {', '.join(differences)}" for key, differences in changed.items())
+        raise refusal(results_file, list(changed), f"whose recipe has changed since they trained ({what})")
 
     # Seed by seed, references first: an interrupted benchmark has whole seeds of every cell.
     for seed in range(settings["main_seeds"]):

@@ -97,8 +97,7 @@ from ibzoo.models.datasets import DATASETS
 from ibzoo.models.publication import tag_repo_id
 from ibzoo.names import PROJECTORS
 from ibzoo.published_source import CONFIG_FILE
-from ibzoo.training import parse_pretrain_args, run_differences, upgraded_run_config
-from ibzoo.training.checkpoint import RUN_CONFIG_FILE
+from ibzoo.training import config_differences, parse_pretrain_args, run_differences, upgraded_run_config
 
 logger = logging.getLogger("benchmark_fmnist")
 
@@ -545,23 +544,37 @@ def refusal(results_file: Path, keys: list[str], reason: str) -> ValueError:
     return ValueError(f"{results_file} holds runs {reason}: {what_to_do}; or use another --output-dir.")
 
 
+RECIPE = ("projector", "objective")
+"""The sections of a run's ``run_config.json`` that are its cell's recipe, kept with each run's record."""
+
+
+def cell_recipe(cell: Cell, seed: int, data_dir: Path, settings: dict, args: argparse.Namespace) -> dict:
+    """What ``cell`` trains now: the :data:`RECIPE` sections of the ``run_config.json`` train/pretrain.py
+    writes for it. Recorded with each run (its ``recipe``), so that a record copied without its run folders,
+    as ``train/results/fmnist.json`` is, can still be checked against an upgrade (:func:`changed_recipes`)."""
+    flags = pretrain_args(cell, seed, data_dir, settings, args, None, run_dir(args.output_dir, cell, seed))
+    identity = parse_pretrain_args(flags).identity()
+    return {section: identity[section] for section in RECIPE}
+
+
 def changed_recipes(results: dict, data_dir: Path, settings: dict, args: argparse.Namespace) -> dict:
-    """Recorded runs whose run folder trained another projector or objective than their cell's recipe
-    gives now (an ibzoo upgrade changed it, as Barlow Twins' top-k init): ``{cell key: [what changed]}``.
-    A run whose folder is gone (a copied record) cannot be checked and is kept."""
+    """Recorded runs that trained another projector or objective than their cell's recipe gives now (an
+    ibzoo upgrade changed it, as Barlow Twins' top-k init): ``{cell key: [what changed]}``. A run's recipe
+    is its record's, else (a record written before runs kept theirs) its folder's ``run_config.json``; a run
+    with neither cannot be checked and is kept."""
     cells = {(cell.framework, cell.row): cell for cell in CELLS}
     changed: dict[str, list[str]] = {}
     for run in results["runs"]:
         cell = cells.get((run["framework"], run["projector"]))
         if cell is None:  # a reference: nothing was trained
             continue
-        folder = run_dir(args.output_dir, cell, run["seed"])
-        if not (folder / RUN_CONFIG_FILE).is_file():
-            continue
-        flags = pretrain_args(cell, run["seed"], data_dir, settings, args, None, folder)
-        identity = parse_pretrain_args(flags).identity()
-        recipe = {section: identity[section] for section in ("projector", "objective")}
-        if differences := run_differences(folder, recipe, upgraded_run_config):
+        recipe = cell_recipe(cell, run["seed"], data_dir, settings, args)
+        if "recipe" in run:
+            differences = config_differences(run["recipe"], recipe, upgraded_run_config)
+        else:
+            folder = run_dir(args.output_dir, cell, run["seed"])
+            differences = run_differences(folder, recipe, upgraded_run_config)
+        if differences:
             changed.setdefault(cell.key, differences)
     return changed
 
@@ -666,6 +679,7 @@ def main(argv: list[str] | None = None) -> Path:
                 folder = pretrain(cell, seed, data_dir, settings, args)
                 backbone = ibzoo.create_model(f"local-dir:{folder / 'model'}", pretrained=True)
                 run.update(log_summary(folder / "log.jsonl", settings["batch_size"]))
+                run["recipe"] = cell_recipe(cell, seed, data_dir, settings, args)
             trained = time.perf_counter()
             run.update(evaluate_backbone(backbone, train_data, test_data, protocol="fast", seed=seed))
             eval_seconds = time.perf_counter() - trained

@@ -19,6 +19,7 @@ from ibzoo.training.checkpoint import (
     TrainerState,
     check_output_dir,
     checkpoint_name,
+    config_differences,
     run_differences,
     write_run_config,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "build_pretrain_optimizer",
     "check_output_dir",
     "checkpoint_name",
+    "config_differences",
     "flat_hparams",
     "parameter_digest",
     "parse_pretrain_args",

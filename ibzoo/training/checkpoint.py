@@ -216,6 +216,14 @@ def run_differences(
         saved = json.loads(saved_file.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"{saved_file} is not valid JSON ({error}); restore or delete it.") from None
+    return config_differences(saved, identity, upgrade)
+
+
+def config_differences(
+    saved: Any, identity: dict[str, Any], upgrade: Callable[[dict[str, Any]], dict[str, Any]]
+) -> list[str]:
+    """How a run's recorded configuration ``saved`` (``run_config.json``'s content, or the part of it a
+    results record keeps), upgraded, differs from ``identity``: one ``"key.sub: old -> new"`` per setting."""
     saved = upgrade(saved) if isinstance(saved, dict) else {}
     return _differences({key: saved.get(key) for key in identity}, identity)
 

@@ -285,14 +285,49 @@ def test_runs_whose_recipe_changed_since_are_refused_and_kept(idx_dir, tmp_path,
         folder.mkdir(parents=True)
         (folder / "run_config.json").write_text(json.dumps(trained))
         runs.append(dict(framework=cell.framework, projector=cell.row, seed=0, linear_top1=80.0))
-    runs.append(dict(framework="simclr", projector="fsq", seed=0, linear_top1=80.0))  # no folder: kept
+    runs.append(dict(framework="simclr", projector="fsq", seed=0, linear_top1=80.0))  # nothing to check: kept
+    # A record copied without its folders (train/results/fmnist.json) is checked by the recipe it keeps.
+    recipe = script.cell_recipe(cells["simclr/topk_fsq"], 0, tmp_path / "data", settings, args)
+    recipe["objective"]["temperature"] = 0.5
+    runs.append(dict(framework="simclr", projector="topk_fsq", seed=0, linear_top1=80.0, recipe=recipe))
     results_file = tmp_path / "results.json"
     results_file.write_text(json.dumps({"settings": settings, "runs": runs}))
     before = results_file.read_text()
-    expected = r"simclr/topk: projector.topk_init: 'tied' -> 'independent'\): train them again with --cells "
-    with pytest.raises(ValueError, match=expected + r"simclr/topk --rerun"):
+    expected = (
+        r"simclr/topk: projector.topk_init: 'tied' -> 'independent'; "
+        r"simclr/topk_fsq: objective.temperature: 0.5 -> 0.2\): train them again with --cells "
+    )
+    with pytest.raises(ValueError, match=expected + r"simclr/topk,simclr/topk_fsq --rerun"):
         script.main(argv)
     assert results_file.read_text() == before
+
+
+def test_a_finished_run_keeps_the_recipe_it_trained(idx_dir, tmp_path, monkeypatch):
+    """Each run's record holds its cell's recipe, equal to the run_config.json it trained with, so that a
+    record without its folders can be checked after an upgrade."""
+    script = load_train_script("benchmark_fmnist")
+    argv = ["--output-dir", str(tmp_path), "--budget", "quick", "--idx-dir", str(idx_dir), "--cpu"]
+    argv += ["--cells", "simclr/topk", "--seeds", "0"]
+    cell = next(cell for cell in script.CELLS if cell.key == "simclr/topk")
+
+    def pretrain(cell, seed, data_dir, settings, args):  # writes the run_config.json pretrain.py would
+        folder = script.run_dir(args.output_dir, cell, seed)
+        flags = script.pretrain_args(cell, seed, data_dir, settings, args, None, folder)
+        folder.mkdir(parents=True)
+        (folder / "run_config.json").write_text(json.dumps(script.parse_pretrain_args(flags).to_dict()))
+        (folder / "log.jsonl").write_text("")
+        return folder
+
+    monkeypatch.setattr(script, "pretrain", pretrain)
+    monkeypatch.setattr(script.ibzoo, "create_model", lambda *args, **kwargs: None)
+    scores = {"linear_top1": 80.0, "knn_top1": 70.0}
+    monkeypatch.setattr(script, "evaluate_backbone", lambda *args, **kwargs: scores)
+    script.main(argv)
+    run = script.find_run(script.load_results(tmp_path / "results.json"), "simclr", "topk", 0)
+    folder = script.run_dir(tmp_path, cell, 0)
+    assert set(run["recipe"]) == {"projector", "objective"}
+    assert script.run_differences(folder, run["recipe"], script.upgraded_run_config) == []
+    assert run["recipe"]["projector"]["topk_latents"] == script.TOPK["latents"]
 
 
 def test_the_committed_record_continues_with_this_benchmarks_settings():

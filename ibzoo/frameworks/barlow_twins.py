@@ -143,7 +143,7 @@ BARLOW_TWINS = Framework(
     # al.'s init, the head a near pass-through at first), it trains as the mlp head does: seed 0 at that
     # budget 77.09 % linear / 71.31 % k-NN (mlp 77.39 / 68.86, the fair random-init reference 76.49 / 76.62).
     # Not always: over three seeds 73.56 +- 4.11 % linear, 2.54 below that reference, seed 2 stalling after
-    # 140 steps as the independent init does (README, "Benchmark on Fashion-MNIST").
+    # 140 steps as the independent init does (README, "Learning curves", the topk bullet).
     topk_init="tied",
     # LARS lr 0.3, weight decay 1e-4; classifier_lr 0.15 (cifar/barlow.yaml) and 0.1 (IN-100);
     # batch 256 (IN-100: 256 x 2 GPUs); 200 / 100 epochs.

@@ -18,10 +18,12 @@ from ibzoo.frameworks import FRAMEWORK_NAMES
 from ibzoo.loading import load_backbone, load_projector_weights, load_published
 from ibzoo.models.catalog import (
     MODEL_INFOS,
+    WITHHELD,
     ModelInfo,
     get_model_info,
     paper_objective_config,
     paper_projector_config,
+    withheld_error,
 )
 from ibzoo.models.pretraining import SSLModel
 from ibzoo.models.publication import names_a_source
@@ -53,6 +55,8 @@ def _check_known(model_name: str) -> None:
     if names_a_source(model_name):
         return
     base = split_model_name_tag(model_name)[0]
+    if base in WITHHELD:
+        raise withheld_error(model_name)
     if base in MODEL_INFOS or timm.is_model(base):
         return
     # The zoo's names are registered with timm too; did_you_mean lists each once.
@@ -97,6 +101,7 @@ def create_pretraining_model(
     Remaining keyword arguments go to the backbone (timm); ``num_classes`` is always 0.
     """
     _check_arguments(model_name, kwargs)
+    _check_known(model_name)
     # The projector reads pooled (B, C) features: refuse what would fail at the first step instead.
     if kwargs.get("features_only") or kwargs.get("global_pool") == "":
         given = (
@@ -131,7 +136,6 @@ def create_pretraining_model(
         objective_config = objective_config or paper_objective_config(framework, projector)
     kwargs["num_classes"] = 0
     # With pretrained, the published model is the one the backbone's weights came from, with their projector.
-    _check_known(model_name)
     backbone, published = load_backbone(model_name, pretrained, kwargs, published, with_projector=True)
     if info is not None:
         recorded = None

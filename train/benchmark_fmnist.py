@@ -95,6 +95,7 @@ from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
 from ibzoo.frameworks import FRAMEWORK_TITLES
 from ibzoo.hub import CARD_FILE, CURVES_FILE
 from ibzoo.model_card import RESULT_METRICS, render_model_card
+from ibzoo.models.catalog import WITHHELD, get_model_info
 from ibzoo.models.datasets import DATASETS
 from ibzoo.models.publication import tag_repo_id
 from ibzoo.names import PROJECTORS
@@ -175,9 +176,14 @@ class Cell:
         return f"{self.framework}/{self.row}"
 
     @property
+    def withheld(self) -> bool:
+        """Whether the zoo withholds the pair (``catalog.WITHHELD``): then it trains as an experiment."""
+        return self.framework != REFERENCE and model_name(self) in WITHHELD
+
+    @property
     def published(self) -> bool:
         """Whether seed 0 of this cell becomes the zoo's ``.fmnist`` weights (zoo cells only)."""
-        return self.framework != REFERENCE and not self.pretrain_args
+        return self.framework != REFERENCE and not self.pretrain_args and not self.withheld
 
     def seeds(self, settings: dict) -> range:
         if self.first_look:
@@ -296,7 +302,7 @@ def warmup_args(cell: Cell, epochs: int, settings: dict, data_dir: Path) -> list
     reference_steps = settings["reference_warmup_steps"].get(cell.framework)
     if reference_steps is None:
         return ["--optimizer.warmup-epochs", f"{settings['warmup_fraction'] * epochs:g}"]
-    lr = ibzoo.model_info(f"{model_name(cell)}.{TAG}").optimizer_config.lr
+    lr = get_model_info(f"{model_name(cell)}.{TAG}", withheld=True).optimizer_config.lr
     images = load_image_dataset(DataConfig(str(data_dir)), "train").dataset.num_rows
     steps_per_epoch = images // settings["batch_size"]
     warmup_epochs = min(epochs, reference_steps / steps_per_epoch)
@@ -335,11 +341,13 @@ def pretrain_args(
     argv += ["--mixed-precision", "bf16"]
     argv += ["--num-workers", str(args.num_workers), "--log-every", str(LOG_EVERY[args.budget])]
     argv += ["--log-with"]
-    if ibzoo.model_info(f"{model_name(cell)}.{TAG}").projector_config.topk_latents is not None:
+    if get_model_info(f"{model_name(cell)}.{TAG}", withheld=True).projector_config.topk_latents is not None:
         argv += ["--projector.topk-latents", str(TOPK["latents"]), "--projector.topk-k", str(TOPK["k"])]
     if cell.projector == "mlp_mi":
         argv += ["--objective.mi-weight", str(MI_WEIGHTS[cell.framework])]
     argv += [*cell.pretrain_args, *extra_args]
+    if cell.withheld:
+        argv.append("--experiment")
     if args.cpu:
         argv.append("--cpu")
     return argv
@@ -480,7 +488,9 @@ def margins_over_reference(results: dict) -> str:
         if cell_margins:
             title = f"{FRAMEWORK_TITLES[cell.framework]} {ROW_TITLES.get(cell.row, cell.row)}"
             line = f"- {title}: {summarize(cell_margins).format(signed=True)} points"
-            if cell.published and not earns_its_place(results, cell):
+            if cell.withheld:
+                line += " (withheld from the zoo: no such name, no `.fmnist` Hub folder)"
+            elif cell.published and not earns_its_place(results, cell):
                 line += " (below the fair reference: no `.fmnist` Hub folder is written)"
             lines.append(line)
     header = "Linear top-1 above the fair random-init reference (γ = 1, BN recalibrated), paired by seed:\n\n"

@@ -32,6 +32,8 @@ from ibzoo.augment import INTERPOLATION
 from ibzoo.batched_augment import build_batched_pretrain_augment
 from ibzoo.data import load_image_dataset
 from ibzoo.hub import push_to_hub, save_pretrained
+from ibzoo.models.catalog import WITHHELD
+from ibzoo.models.zoo import withheld_pretrained_cfg
 from ibzoo.optim import warmup_cosine_schedule
 from ibzoo.training import (
     CheckpointManager,
@@ -156,11 +158,16 @@ def build_module(
 ) -> PretrainingModule:
     """Backbone + projector + objective from the config, and the online classifier on Z1 (when the data
     has labels and the config asks for it), laid out for the accelerator."""
+    name, backbone_args = split_model_name_tag(config.model)[0], {}
+    if name in WITHHELD:  # config.experiment allowed it; timm does not know the name: build its architecture
+        backbone_args["pretrained_cfg"] = withheld_pretrained_cfg(config.hub_model_name)
+        name = backbone_args["pretrained_cfg"].architecture
     ssl_model = ibzoo.create_pretraining_model(
-        split_model_name_tag(config.model)[0],
+        name,
         projector_config=config.projector,
         objective_config=config.objective,
         zero_init_last=config.zero_init_last,
+        **backbone_args,
     )
     module = PretrainingModule(ssl_model, num_classes if config.online_classifier else None)
     if config.sync_batchnorm and accelerator.num_processes > 1:

@@ -89,6 +89,11 @@ class Framework:
     """The top-k autoencoder's init in ``topk`` and ``topk_fsq``: the reference's ``"independent"``, or
     ``"tied"`` where a framework's file says why it deviates (see
     :meth:`~ibzoo.projectors.TopKSparseProjector.reset_parameters`)."""
+    withheld: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    """Projectors the zoo names no model with for this framework, each with the measurement that keeps
+    it out: a zoo name promises that it trains and that its published weights beat an untrained network.
+    ``ibzoo.create_pretraining_model(backbone, framework=..., projector=...)`` still builds the pair, and
+    ``train/pretrain.py --experiment`` trains it."""
 
     @property
     def has_target(self) -> bool:

@@ -13,8 +13,10 @@ and one of the projectors of "Projection Head is Secretly an Information Bottlen
 ============  =====================================================================================
 
 A name's recipe is its framework's (heads, loss settings, optimiser, epochs, batch) in its family; the
-framework files cite the reference configuration each value comes from. :mod:`ibzoo.models.zoo`
-registers every name with timm; :mod:`ibzoo.models.publication` says where its weights live.
+framework files cite the reference configuration each value comes from. A pair whose framework
+withholds it (``Framework.withheld``: it did not beat an untrained network) keeps its recipe for
+experiments but gets no zoo name (:data:`WITHHELD`). :mod:`ibzoo.models.zoo` registers every name with
+timm; :mod:`ibzoo.models.publication` says where its weights live.
 """
 
 from __future__ import annotations
@@ -35,11 +37,13 @@ from ibzoo.projectors import ProjectorConfig
 __all__ = [
     "BACKBONES",
     "MODEL_INFOS",
+    "WITHHELD",
     "ModelInfo",
     "get_model_info",
     "paper_objective_config",
     "paper_projector_config",
     "projector_kind",
+    "withheld_error",
     "zoo_name_tag",
 ]
 
@@ -148,12 +152,35 @@ _RECIPES: dict[tuple[str, Family], ModelInfo] = {
         for family in ("cifar", "imagenet")
     )
 }
-MODEL_INFOS: dict[str, ModelInfo] = {
+_DEFAULT_RECIPES: dict[str, ModelInfo] = {
     f"{b}_{f}_{p}": _RECIPES[(f"{b}_{f}_{p}", BACKBONES[b][1])]
     for b in BACKBONES
     for f in FRAMEWORKS
     for p in PROJECTORS
 }
+WITHHELD: dict[str, str] = {
+    f"{b}_{f}_{p}": reason
+    for b in BACKBONES
+    for f in FRAMEWORKS
+    for p, reason in get_framework(f).withheld.items()
+}
+"""The names of the pairs a framework withholds from the zoo (``Framework.withheld``) -> why."""
+MODEL_INFOS: dict[str, ModelInfo] = {
+    name: info for name, info in _DEFAULT_RECIPES.items() if name not in WITHHELD
+}
+"""The zoo: every name registered with timm, listed by ``ibzoo.list_models()``."""
+
+
+def withheld_error(name: str) -> KeyError:
+    """The error for a name in :data:`WITHHELD`: why the zoo leaves it out, how to build or train it."""
+    base = split_model_name_tag(name)[0]
+    info = _DEFAULT_RECIPES[base]
+    return KeyError(
+        f"{base} is not in the zoo: {WITHHELD[base]}. For an experiment, build the pair with "
+        f"ibzoo.create_pretraining_model({info.architecture!r}, framework={info.framework!r}, "
+        f"projector={info.projector!r}), or train its recipe with train/pretrain.py --model {name} "
+        "--experiment."
+    )
 
 
 def zoo_name_tag(name: str) -> str | None:
@@ -166,15 +193,18 @@ def zoo_name_tag(name: str) -> str | None:
     return f"{base}.{tag}" if tag in MODEL_INFOS[base].pretrained_tags else None
 
 
-def get_model_info(name: str) -> ModelInfo:
-    """The :class:`ModelInfo` of a zoo name; KeyError with close matches.
+def get_model_info(name: str, *, withheld: bool = False) -> ModelInfo:
+    """The :class:`ModelInfo` of a zoo name; KeyError with close matches, or for a name in
+    :data:`WITHHELD` with why (``withheld=True``: its recipe, for an experiment).
 
     A ``.tag`` suffix selects the recipe of the tag's dataset (``resnet18_simclr_mlp.fmnist`` takes the
     CIFAR recipe, ``resnet18_simclr_mlp`` the ImageNet-100 one); a tag the zoo does not know is left to
     the caller to report.
     """
     base, tag = split_model_name_tag(name)
-    if base not in MODEL_INFOS:
+    if base in WITHHELD and not withheld:
+        raise withheld_error(name)
+    if base not in _DEFAULT_RECIPES:
         raise KeyError(f"Unknown ibzoo model {name!r}. {did_you_mean(base, MODEL_INFOS)}")
-    info = MODEL_INFOS[base]
+    info = _DEFAULT_RECIPES[base]
     return _RECIPES[(base, DATASETS[tag].family)] if tag in DATASETS else info

@@ -10,14 +10,20 @@ import dataclasses
 import sys
 from typing import Any
 
-from timm.models import PretrainedCfg, generate_default_cfgs, model_entrypoint, register_model
+from timm.models import (
+    PretrainedCfg,
+    generate_default_cfgs,
+    model_entrypoint,
+    register_model,
+    split_model_name_tag,
+)
 from torch import nn
 
-from ibzoo.models.catalog import BACKBONES, MODEL_INFOS, ModelInfo
+from ibzoo.models.catalog import BACKBONES, MODEL_INFOS, ModelInfo, get_model_info
 from ibzoo.models.datasets import DATASETS
 from ibzoo.models.publication import PUBLISHED, not_published_error, tag_repo_id
 
-__all__ = ["default_cfgs"]
+__all__ = ["default_cfgs", "withheld_pretrained_cfg"]
 
 # Input pixels per feature-map pixel at the last stage: the CIFAR stem drops both stride-2 steps.
 _REDUCTION = {"cifar": 8, "imagenet": 32}
@@ -51,6 +57,15 @@ default_cfgs = generate_default_cfgs(
         for tag in info.pretrained_tags
     }
 )
+
+
+def withheld_pretrained_cfg(name: str) -> PretrainedCfg:
+    """The ``pretrained_cfg`` (input size, mean/std, crop) a pair the zoo withholds (``catalog.WITHHELD``)
+    would have at ``name``'s tag (untagged: its default tag), for building its backbone under its timm
+    architecture name (``train/pretrain.py --experiment``): timm does not know the withheld names."""
+    info = get_model_info(name, withheld=True)
+    tag = split_model_name_tag(name)[1] or info.pretrained_tags[0]
+    return PretrainedCfg(**_pretrained_cfg(info, tag), architecture=info.architecture, tag=tag)
 
 
 def _resolve_pretrained_cfg(name: str, pretrained_cfg: Any) -> PretrainedCfg | dict[str, Any]:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from timm.models import get_pretrained_cfg, split_model_name_tag
+from timm.models import split_model_name_tag
 
 from ibzoo.data import DataConfig
 from ibzoo.models.catalog import ModelInfo, get_model_info
@@ -70,6 +70,7 @@ RESUMABLE_CHANGES = frozenset(
         "cpu",
         "compile",
         "skip_bad_images",  # only ever changes a run that would otherwise have stopped
+        "experiment",  # permission to train a withheld pair, not a setting of the run
     }
 )
 
@@ -162,9 +163,12 @@ class PretrainConfig:
     """"auto": continue from output_dir's checkpoints if any; "never"; or a checkpoint folder's path."""
     push_to_hub: str | None = None
     """Push the final model/ folder to this Hub repo (org/name) at the end."""
+    experiment: bool = False
+    """Train a pair the zoo withholds (``ibzoo.models.catalog.WITHHELD``; the name's error says why) from
+    its recipe, for an experiment."""
 
     def __post_init__(self) -> None:
-        info = get_model_info(self.hub_model_name)
+        info = get_model_info(self.hub_model_name, withheld=self.experiment)
         for name, value in _recipe_defaults(info).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -174,7 +178,8 @@ class PretrainConfig:
             raise ValueError(
                 f"{self.model}: unknown tag {tag!r}; {info.name} has {', '.join(info.pretrained_tags)}."
             )
-        preprocessing = get_pretrained_cfg(f"{info.name}.{tag}" if tag else info.name)
+        # The tag's preprocessing (an untagged name takes its default tag's), as its timm pretrained_cfg has.
+        preprocessing = DATASETS[tag or info.pretrained_tags[0]]
         if self.image_size is None:
             self.image_size = preprocessing.input_size[-1]
         self.mean = tuple(preprocessing.mean if self.mean is None else self.mean)
@@ -263,7 +268,7 @@ def _zoo_tag(model: str, dataset: str | None) -> str | None:
     base, tag = split_model_name_tag(model)
     if tag:
         return tag
-    tags = get_model_info(base).pretrained_tags
+    tags = get_model_info(base, withheld=True).pretrained_tags  # whether it may be trained is checked apart
     return next((tag for tag in tags if DATASETS[tag].hf_dataset == dataset), None)
 
 
@@ -288,7 +293,7 @@ def pretrain_config_from_overrides(values: dict[str, Any], source: str = "config
             f"{source}: pass {', '.join(missing)} (on the command line or in the --recipe file)."
         )
     base, tag = split_model_name_tag(values["model"])[0], _zoo_tag(values["model"], values["data"]["dataset"])
-    info = get_model_info(f"{base}.{tag}" if tag else base)
+    info = get_model_info(f"{base}.{tag}" if tag else base, withheld=bool(values.get("experiment")))
     # Before the recipe's settings are merged in: they are the name's framework's.
     _check_framework(values["model"], info, values.get("objective", {}).get("framework", info.framework))
     # Only a nested setting that is partly overridden (``--optimizer.lr``) needs the recipe's values under it,

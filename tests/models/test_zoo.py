@@ -10,8 +10,9 @@ import yaml
 
 import ibzoo
 from ibzoo.frameworks import FRAMEWORK_NAMES as FRAMEWORKS
+from ibzoo.frameworks import get_framework
 from ibzoo.models import catalog, zoo
-from ibzoo.models.catalog import MODEL_INFOS, paper_projector_config
+from ibzoo.models.catalog import MODEL_INFOS, WITHHELD, paper_projector_config
 from ibzoo.models.datasets import DATASETS
 from ibzoo.models.publication import PUBLISHED, tag_repo_id
 from ibzoo.names import PROJECTORS
@@ -26,8 +27,9 @@ def _input_for(name: str, batch: int = 2) -> torch.Tensor:
     return torch.randn(batch, 3, size, size)
 
 
-def test_every_backbone_framework_projector_combination_is_registered():
-    assert len(ZOO_NAMES) == 4 * len(FRAMEWORKS) * len(PROJECTORS)
+def test_every_backbone_framework_projector_combination_is_registered_or_withheld():
+    assert len(ZOO_NAMES) + len(WITHHELD) == 4 * len(FRAMEWORKS) * len(PROJECTORS)
+    assert not WITHHELD.keys() & set(ZOO_NAMES)
     assert set(ibzoo.list_models()) == set(ZOO_NAMES)
     assert set(ibzoo.list_models("*_simclr_topk")) == {n for n in ZOO_NAMES if n.endswith("_simclr_topk")}
 
@@ -113,7 +115,7 @@ def test_recipes_follow_the_paper():
     # The reference's independent autoencoder init, except Barlow Twins' tied one (ibzoo's deviation).
     assert simclr.projector_config.topk_init == "independent" and barlow.projector_config.topk_init == "tied"
     assert ibzoo.model_info("resnet18_vicreg_topk").projector_config.topk_init == "independent"
-    assert ibzoo.model_info("resnet18_barlow_topk").projector_config.topk_init == "tied"
+    assert catalog.get_model_info("resnet18_barlow_topk", withheld=True).projector_config.topk_init == "tied"
     assert ibzoo.model_info("resnet18_simclr_fsq").projector_config.fsq_levels == 30
     assert ibzoo.model_info("resnet18_cifar_simclr_mlp_mi").objective_config.mi_weight == 1e-4
     assert ibzoo.model_info("resnet18_barlow_mlp_mi").objective_config.mi_weight == 1e-2
@@ -187,7 +189,9 @@ def test_every_tag_names_its_hub_repo_and_has_a_recipe(name_tag):
     assert yaml.safe_load(recipe.read_text())["data"]["dataset"] == DATASETS[tag].hf_dataset
 
 
-@pytest.mark.parametrize("name", ["resnet18_cifar_simclr_mlp", "resnet18_barlow_topk", "resnet50_simclr_fsq"])
+@pytest.mark.parametrize(
+    "name", ["resnet18_cifar_simclr_mlp", "resnet18_barlow_topk_fsq", "resnet50_simclr_fsq"]
+)
 def test_zoo_backbones_start_every_batchnorm_gamma_at_one(name):
     """The reference builds torchvision's resnet18(): no zero-init residuals, which timm has by default."""
     gammas = [m.weight for m in ibzoo.create_model(name).modules() if isinstance(m, torch.nn.BatchNorm2d)]
@@ -225,3 +229,25 @@ def test_a_tag_takes_the_recipe_of_its_dataset():
     assert timm.models.get_pretrained_cfg("resnet18_simclr_mlp.fmnist").pool_size == (1, 1)
     assert timm.models.get_pretrained_cfg("resnet18_cifar_simclr_mlp.cifar10").pool_size == (4, 4)
     assert timm.models.get_pretrained_cfg("resnet18_simclr_mlp.in100").pool_size == (7, 7)
+
+
+@pytest.mark.parametrize("name", sorted(WITHHELD))
+def test_a_withheld_pair_has_no_zoo_name_and_says_why_and_how_to_build_it(name):
+    """A name that cannot keep the zoo's promise leaves it: every door refuses it with the reason and the
+    way to build the pair anyway, which works."""
+    info = catalog.get_model_info(name, withheld=True)
+    reason = get_framework(info.framework).withheld[info.projector]
+    assert info.projector in PROJECTORS and reason
+    assert not timm.is_model(name) and name not in ibzoo.list_models(include_tags=True)
+    how = f"create_pretraining_model({info.architecture!r}, framework={info.framework!r}, "
+    for door in (ibzoo.model_info, ibzoo.create_model, ibzoo.create_pretraining_model):
+        with pytest.raises(KeyError, match="is not in the zoo") as refused:
+            door(f"{name}.{info.pretrained_tags[0]}")
+        assert reason in str(refused.value) and how in str(refused.value)
+    model = ibzoo.create_pretraining_model(
+        info.architecture,
+        framework=info.framework,
+        projector=info.projector,
+        projector_config=_small(info.projector_config),
+    )
+    assert model.projector_config.topk_init == info.projector_config.topk_init

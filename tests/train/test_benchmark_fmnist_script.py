@@ -12,6 +12,7 @@ import torch
 import ibzoo
 from benchmark_table import find_run
 from helpers.scripts import load_train_script
+from ibzoo.models.catalog import WITHHELD, get_model_info
 
 NAME = "resnet18_simclr_mlp"
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -141,6 +142,7 @@ def test_cells_seeds_and_pretraining_flags_follow_the_issue(tmp_path, monkeypatc
     for cell in args.selected:
         script.pretrain(cell, 0, tmp_path / "data", settings, args)
     tied, mi = (" ".join(command) for command in commands)
+    assert "--experiment" not in tied + mi
     assert "--model resnet18_simclr_topk.fmnist" in tied and "--projector.topk-init tied" in tied
     assert f"--projector.topk-k {script.TOPK['k']}" in tied and "--batch-size 256" in tied
     assert (
@@ -206,6 +208,38 @@ def test_only_cells_above_the_fair_reference_are_published():
         "- Barlow Twins mlp: -0.50 ± 2.12 points (below the fair reference: no `.fmnist` Hub folder" in text
     )
     assert "- SimCLR mlp: +1.00 ± 2.83 points\n" in text
+
+
+def test_a_pair_the_zoo_withholds_is_measured_as_an_experiment_and_never_published(tmp_path, monkeypatch):
+    """Its row stays (the measurement that keeps it out); it trains with --experiment, gets no Hub folder
+    whatever its margin, and the margins list says why."""
+    script = load_train_script("benchmark_fmnist")
+    withheld = [cell for cell in script.CELLS if cell.withheld]
+    assert [script.model_name(cell) for cell in withheld] == [
+        name
+        for name in sorted(WITHHELD)
+        if get_model_info(name, withheld=True).architecture == script.BACKBONE
+    ]
+    assert not any(cell.published for cell in withheld)
+    assert all(cell.published for cell in script.CELLS if not cell.withheld and not cell.pretrain_args)
+    commands = []
+    monkeypatch.setattr(
+        script.subprocess, "run", lambda argv: commands.append(argv) or types.SimpleNamespace(returncode=0)
+    )
+    # warmup_args counts the images of a data folder; any warm-up within the budget will do here.
+    monkeypatch.setattr(script, "warmup_args", lambda *_: ["--optimizer.warmup-epochs", "1"])
+    args = script.parse_args(["--output-dir", str(tmp_path)])
+    settings = script.BUDGETS["full"]
+    for cell in withheld:
+        script.pretrain(cell, 0, tmp_path / "data", settings, args)
+        config = script.parse_pretrain_args(commands[-1][2:])  # after the interpreter and the script
+        assert config.experiment and config.model == f"{script.model_name(cell)}.{script.TAG}"
+        runs = [dict(framework="none", projector="random_init_bn", seed=0, linear_top1=70.0)]
+        runs.append(dict(framework=cell.framework, projector=cell.row, seed=0, linear_top1=80.0))
+        assert script.earns_its_place({"runs": runs}, cell)  # above the reference, and still withheld:
+        assert "(withheld from the zoo: no such name, no `.fmnist` Hub folder)" in (
+            script.margins_over_reference({"runs": runs})
+        )
 
 
 def test_budget_changes_per_framework_and_none_when_a_shared_setting_changed():

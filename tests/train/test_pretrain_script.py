@@ -21,6 +21,7 @@ from safetensors.torch import load_file
 import ibzoo
 from helpers.scripts import TRAIN_DIR, load_train_script
 from ibzoo.augment import INTERPOLATION
+from ibzoo.models.catalog import WITHHELD
 from ibzoo.training import CorruptCheckpointError, Pretrainer
 
 SMALL_TOPK = ["--projector.topk-latents", "64", "--projector.topk-k", "8"]
@@ -200,6 +201,23 @@ def test_barlow_mlp_mi_with_gradient_accumulation(tiny_images, tmp_path):
     assert [r["step"] for r in log] == [1, 2, 2, 2]  # two optimisation steps of 2 micro-batches each
     assert all(r["train/mutual_information"] > 0 and r["train/loss"] > r["train/ssl_loss"] for r in log[:2])
     assert json.loads((output_dir / "model" / "config.json").read_text())["ibzoo"]["framework"] == "barlow"
+
+
+@pytest.mark.parametrize("name", sorted(WITHHELD)[:1])
+def test_a_pair_the_zoo_withholds_trains_only_as_an_experiment(name, tiny_images, tmp_path, capsys):
+    output_dir = tmp_path / "run"
+    argv = ["--model", name, "--data.dataset", str(tiny_images), "--output-dir", str(output_dir)]
+    argv += [*SMALL_TOPK, "--projector.hidden-features", "64", "--image-size", "16", *SHORT_RUN]
+    argv += ["--epochs", "1", "--optimizer.warmup-epochs", "0"]
+    with pytest.raises(SystemExit):
+        load_script().main(argv)
+    error = capsys.readouterr().err
+    assert f"{name} is not in the zoo: " in error and "--experiment" in error
+    assert not output_dir.exists()
+
+    model_dir = load_script().main([*argv, "--experiment", "--max-steps", "1"])
+    model = ibzoo.create_pretraining_model(f"local-dir:{model_dir}")
+    assert model.projector_config.topk_latents == 64 and model.objective_config.framework == "barlow"
 
 
 SMALL_HEAD = ["--projector.hidden-features", "64", "--projector.out-features", "32", "--image-size", "16"]

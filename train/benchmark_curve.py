@@ -45,6 +45,7 @@ from benchmarking import describe_device
 from ibzoo.evaluation import evaluate_backbone
 from ibzoo.frameworks import FRAMEWORK_NAMES, FRAMEWORK_TITLES
 from ibzoo.models.datasets import DATASETS
+from ibzoo.models.zoo import backbone_source
 from ibzoo.names import PROJECTORS
 from ibzoo.plotting import PALETTE, Series, line_chart, side_by_side
 from ibzoo.training.checkpoint import CHECKPOINTS_DIR, TrainerState, backbone_weights, latest_checkpoint
@@ -122,7 +123,9 @@ def newest_state(run: Path) -> tuple[Path | None, TrainerState]:
 
 def checkpoint_backbone(checkpoint: Path, name: str, image_size: int) -> torch.nn.Module:
     """The backbone saved in ``checkpoint``, with the tag's preprocessing."""
-    backbone = ibzoo.create_model(name, pretrained_cfg_overlay=dict(input_size=(3, image_size, image_size)))
+    name, backbone_args = backbone_source(name)  # a withheld pair's too
+    overlay = dict(input_size=(3, image_size, image_size))
+    backbone = ibzoo.create_model(name, pretrained_cfg_overlay=overlay, **backbone_args)
     weights = backbone_weights(checkpoint)
     check_state_dict(weights, backbone.state_dict(), str(checkpoint / "model.safetensors"))
     backbone.load_state_dict(weights)

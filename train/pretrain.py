@@ -25,15 +25,13 @@ from accelerate.utils import (
     broadcast_object_list,
     set_seed,
 )
-from timm.models import split_model_name_tag
 
 import ibzoo
 from ibzoo.augment import INTERPOLATION
 from ibzoo.batched_augment import build_batched_pretrain_augment
 from ibzoo.data import load_image_dataset
 from ibzoo.hub import push_to_hub, save_pretrained
-from ibzoo.models.catalog import WITHHELD
-from ibzoo.models.zoo import withheld_pretrained_cfg
+from ibzoo.models.zoo import backbone_source
 from ibzoo.optim import warmup_cosine_schedule
 from ibzoo.training import (
     CheckpointManager,
@@ -158,16 +156,12 @@ def build_module(
 ) -> PretrainingModule:
     """Backbone + projector + objective from the config, and the online classifier on Z1 (when the data
     has labels and the config asks for it), laid out for the accelerator."""
-    name, backbone_args = split_model_name_tag(config.model)[0], {}
-    if name in WITHHELD:  # config.experiment allowed it; timm does not know the name: build its architecture
-        backbone_args["pretrained_cfg"] = withheld_pretrained_cfg(config.hub_model_name)
-        name = backbone_args["pretrained_cfg"].architecture
+    name, backbone_args = backbone_source(config.hub_model_name)
     ssl_model = ibzoo.create_pretraining_model(
         name,
         projector_config=config.projector,
         objective_config=config.objective,
-        zero_init_last=config.zero_init_last,
-        **backbone_args,
+        **{**backbone_args, "zero_init_last": config.zero_init_last},
     )
     module = PretrainingModule(ssl_model, num_classes if config.online_classifier else None)
     if config.sync_batchnorm and accelerator.num_processes > 1:

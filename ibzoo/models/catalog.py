@@ -76,6 +76,11 @@ class ModelInfo:
     online_classifier_lr: float  # base lr of the online linear classifier (per 256 images)
     pretrained_tags: tuple[str, ...] = field(default=())
 
+    @property
+    def default_tag(self) -> str:
+        """The tag an untagged name stands for, as timm resolves it: the first."""
+        return self.pretrained_tags[0]
+
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
@@ -173,12 +178,15 @@ MODEL_INFOS: dict[str, ModelInfo] = {
 
 def withheld_error(name: str) -> KeyError:
     """The error for a name in :data:`WITHHELD`: why the zoo leaves it out, how to build or train it."""
-    base = split_model_name_tag(name)[0]
+    base, tag = split_model_name_tag(name)
     info = _DEFAULT_RECIPES[base]
+    build = f"{info.architecture!r}, zero_init_last=False"  # the zoo's init (ibzoo.models.zoo)
     return KeyError(
         f"{base} is not in the zoo: {WITHHELD[base]}. For an experiment, build the pair with "
-        f"ibzoo.create_pretraining_model({info.architecture!r}, framework={info.framework!r}, "
-        f"projector={info.projector!r}), or train its recipe with train/pretrain.py --model {name} "
+        f"ibzoo.create_pretraining_model({build}, framework={info.framework!r}, "
+        f"projector={info.projector!r}) "
+        f"(its backbone: ibzoo.create_model({build}, num_classes=0)), or train its recipe with "
+        f"train/pretrain.py --model {base}.{tag if tag in info.pretrained_tags else info.default_tag} "
         "--experiment."
     )
 
@@ -189,7 +197,7 @@ def zoo_name_tag(name: str) -> str | None:
     base, tag = split_model_name_tag(name)
     if base not in MODEL_INFOS:
         return None
-    tag = tag or MODEL_INFOS[base].pretrained_tags[0]
+    tag = tag or MODEL_INFOS[base].default_tag
     return f"{base}.{tag}" if tag in MODEL_INFOS[base].pretrained_tags else None
 
 

@@ -13,17 +13,18 @@ from typing import Any
 from timm.models import (
     PretrainedCfg,
     generate_default_cfgs,
+    get_pretrained_cfg,
     model_entrypoint,
     register_model,
     split_model_name_tag,
 )
 from torch import nn
 
-from ibzoo.models.catalog import BACKBONES, MODEL_INFOS, ModelInfo, get_model_info
+from ibzoo.models.catalog import BACKBONES, MODEL_INFOS, WITHHELD, ModelInfo, get_model_info
 from ibzoo.models.datasets import DATASETS
 from ibzoo.models.publication import PUBLISHED, not_published_error, tag_repo_id
 
-__all__ = ["default_cfgs", "withheld_pretrained_cfg"]
+__all__ = ["backbone_source", "default_cfgs", "pretrained_cfg_of"]
 
 # Input pixels per feature-map pixel at the last stage: the CIFAR stem drops both stride-2 steps.
 _REDUCTION = {"cifar": 8, "imagenet": 32}
@@ -59,13 +60,34 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-def withheld_pretrained_cfg(name: str) -> PretrainedCfg:
-    """The ``pretrained_cfg`` (input size, mean/std, crop) a pair the zoo withholds (``catalog.WITHHELD``)
-    would have at ``name``'s tag (untagged: its default tag), for building its backbone under its timm
-    architecture name (``train/pretrain.py --experiment``): timm does not know the withheld names."""
+# What the zoo's entrypoints default to: encoders hand out pooled features, and every BatchNorm gamma starts
+# at 1, as in the reference's torchvision resnet18() (PKU-ML/Projector_Theory, solo/backbones): timm's
+# default zero_init_last=True starts each residual block's last gamma at 0, and LARS, which leaves 1-D
+# parameters out of its adaptation, keeps them near 0 for most of a short run. Pass zero_init_last=True
+# for timm's init.
+_BACKBONE_DEFAULTS = {"num_classes": 0, "zero_init_last": False}
+
+
+def pretrained_cfg_of(name: str) -> PretrainedCfg:
+    """``name``'s timm ``pretrained_cfg`` (its tag's; untagged, its default tag's): timm's for a zoo name,
+    and the same table's entry for a pair the zoo withholds (``catalog.WITHHELD``), which timm does not
+    know."""
+    base, tag = split_model_name_tag(name)
+    if base not in WITHHELD:
+        return get_pretrained_cfg(name)
     info = get_model_info(name, withheld=True)
-    tag = split_model_name_tag(name)[1] or info.pretrained_tags[0]
+    tag = tag or info.default_tag
     return PretrainedCfg(**_pretrained_cfg(info, tag), architecture=info.architecture, tag=tag)
+
+
+def backbone_source(name: str) -> tuple[str, dict[str, Any]]:
+    """The timm name and keyword arguments that build ``name``'s backbone: a zoo name itself, and for a
+    pair the zoo withholds its timm architecture with the zoo's defaults and :func:`pretrained_cfg_of`,
+    as ``train/pretrain.py --experiment`` and the benchmark's learning curves build it."""
+    if split_model_name_tag(name)[0] not in WITHHELD:
+        return name, {}
+    cfg = pretrained_cfg_of(name)
+    return cfg.architecture, {**_BACKBONE_DEFAULTS, "pretrained_cfg": cfg}
 
 
 def _resolve_pretrained_cfg(name: str, pretrained_cfg: Any) -> PretrainedCfg | dict[str, Any]:
@@ -94,12 +116,7 @@ def _tag(cfg: PretrainedCfg | dict[str, Any]) -> str:
 
 def _make_entrypoint(info: ModelInfo):
     def entrypoint(pretrained: bool = False, pretrained_cfg: Any = None, **kwargs: Any) -> nn.Module:
-        kwargs.setdefault("num_classes", 0)  # the zoo hands out encoders: pooled features by default
-        # Every BatchNorm gamma starts at 1, as in the reference's torchvision resnet18() (PKU-ML/
-        # Projector_Theory, solo/backbones): timm's default zero_init_last=True starts each residual
-        # block's last gamma at 0, and LARS, which leaves 1-D parameters out of its adaptation, keeps them
-        # near 0 for most of a short run. Pass zero_init_last=True for timm's init.
-        kwargs.setdefault("zero_init_last", False)
+        kwargs = {**_BACKBONE_DEFAULTS, **kwargs}
         cfg = _resolve_pretrained_cfg(info.name, pretrained_cfg)
         overlay = kwargs.get("pretrained_cfg_overlay") or {}
         if pretrained and not (_has_weights(cfg) or _has_weights(overlay)):

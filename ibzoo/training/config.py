@@ -24,8 +24,9 @@ from typing import Any, Literal
 from timm.models import split_model_name_tag
 
 from ibzoo.data import DataConfig
-from ibzoo.models.catalog import ModelInfo, get_model_info
+from ibzoo.models.catalog import WITHHELD, ModelInfo, get_model_info
 from ibzoo.models.datasets import DATASETS
+from ibzoo.models.zoo import pretrained_cfg_of
 from ibzoo.names import REPO_ID
 from ibzoo.objectives import ObjectiveConfig, recorded_objective_config
 from ibzoo.optim import OptimizerConfig
@@ -169,6 +170,10 @@ class PretrainConfig:
 
     def __post_init__(self) -> None:
         info = get_model_info(self.hub_model_name, withheld=self.experiment)
+        if self.experiment and info.name not in WITHHELD:
+            raise ValueError(
+                f"{self.model} is in the zoo; drop --experiment (it is for pairs the zoo withholds)."
+            )
         for name, value in _recipe_defaults(info).items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -178,8 +183,7 @@ class PretrainConfig:
             raise ValueError(
                 f"{self.model}: unknown tag {tag!r}; {info.name} has {', '.join(info.pretrained_tags)}."
             )
-        # The tag's preprocessing (an untagged name takes its default tag's), as its timm pretrained_cfg has.
-        preprocessing = DATASETS[tag or info.pretrained_tags[0]]
+        preprocessing = pretrained_cfg_of(self.hub_model_name)
         if self.image_size is None:
             self.image_size = preprocessing.input_size[-1]
         self.mean = tuple(preprocessing.mean if self.mean is None else self.mean)
@@ -221,7 +225,7 @@ class PretrainConfig:
     @property
     def hub_model_name(self) -> str:
         """What the final checkpoint is: ``name.tag`` when the run reproduces a zoo tag, else the name.
-        Its recipe (:func:`ibzoo.model_info`) is the one the run defaults to."""
+        Its recipe (:func:`ibzoo.models.catalog.get_model_info`) is the one the run defaults to."""
         base, tag = split_model_name_tag(self.model)[0], self.pretrained_tag
         return f"{base}.{tag}" if tag else base
 

@@ -239,15 +239,25 @@ def test_a_withheld_pair_has_no_zoo_name_and_says_why_and_how_to_build_it(name):
     reason = get_framework(info.framework).withheld[info.projector]
     assert info.projector in PROJECTORS and reason
     assert not timm.is_model(name) and name not in ibzoo.list_models(include_tags=True)
-    how = f"create_pretraining_model({info.architecture!r}, framework={info.framework!r}, "
+    build = f"{info.architecture!r}, zero_init_last=False"
+    how = f"create_pretraining_model({build}, framework={info.framework!r}, projector={info.projector!r})"
+    train = f"train/pretrain.py --model {name}.{info.default_tag} --experiment"
     for door in (ibzoo.model_info, ibzoo.create_model, ibzoo.create_pretraining_model):
         with pytest.raises(KeyError, match="is not in the zoo") as refused:
-            door(f"{name}.{info.pretrained_tags[0]}")
+            door(f"{name}.{info.pretrained_tags[-1]}")
         assert reason in str(refused.value) and how in str(refused.value)
+        assert train.replace(info.default_tag, info.pretrained_tags[-1]) in str(refused.value)
+    with pytest.raises(KeyError) as refused:
+        ibzoo.create_model(f"{name}.no_such_tag")  # the advice names a tag that exists
+    assert train in str(refused.value)
+    # What the error advises builds the pair as the recipe has it, the zoo's init included.
     model = ibzoo.create_pretraining_model(
         info.architecture,
+        zero_init_last=False,
         framework=info.framework,
         projector=info.projector,
         projector_config=_small(info.projector_config),
     )
     assert model.projector_config.topk_init == info.projector_config.topk_init
+    gammas = [m.weight for m in model.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert gammas and all(torch.equal(g, torch.ones_like(g)) for g in gammas)

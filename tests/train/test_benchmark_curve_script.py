@@ -3,8 +3,13 @@
 import json
 
 import pytest
+import torch
+from safetensors.torch import save_file
 
 from helpers.scripts import load_train_script
+from ibzoo.models.catalog import WITHHELD
+from ibzoo.models.zoo import backbone_source
+from ibzoo.training.checkpoint import _BACKBONE_PREFIX
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -68,3 +73,18 @@ def test_a_curve_whose_run_is_not_there_is_refused_rather_than_restarted(idx_dir
         ValueError, match=r"holds epochs \[1\] of this curve, but .*byol_mlp_3ep/seed0 has no"
     ):
         script.main(argv)
+
+
+@pytest.mark.parametrize("name", sorted(WITHHELD)[:1])
+def test_a_withheld_pairs_checkpoint_is_scored_like_a_zoo_names(name, tmp_path):
+    """A curve of the benchmark's withheld row (trained with --experiment) loads its checkpoints' backbone
+    although timm does not know the name."""
+    script = load_train_script("benchmark_curve")
+    architecture, backbone_args = backbone_source(f"{name}.fmnist")
+    trained = script.ibzoo.create_model(architecture, **backbone_args)
+    torch.nn.init.normal_(trained.conv1.weight)  # not what a fresh backbone has
+    weights = {_BACKBONE_PREFIX + key: value.contiguous() for key, value in trained.state_dict().items()}
+    save_file(weights, str(tmp_path / "model.safetensors"))
+    backbone = script.checkpoint_backbone(tmp_path, f"{name}.fmnist", 32)
+    assert torch.equal(backbone.conv1.weight, trained.conv1.weight) and backbone.num_classes == 0
+    assert backbone.pretrained_cfg["input_size"] == (3, 32, 32) and backbone.pretrained_cfg["tag"] == "fmnist"

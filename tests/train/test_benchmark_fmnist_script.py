@@ -221,7 +221,6 @@ def test_a_pair_the_zoo_withholds_is_measured_as_an_experiment_and_never_publish
         if get_model_info(name, withheld=True).architecture == script.BACKBONE
     ]
     assert not any(cell.published for cell in withheld)
-    assert all(cell.published for cell in script.CELLS if not cell.withheld and not cell.pretrain_args)
     commands = []
     monkeypatch.setattr(
         script.subprocess, "run", lambda argv: commands.append(argv) or types.SimpleNamespace(returncode=0)

@@ -216,8 +216,19 @@ def test_a_pair_the_zoo_withholds_trains_only_as_an_experiment(name, tiny_images
     assert not output_dir.exists()
 
     model_dir = load_script().main([*argv, "--experiment", "--max-steps", "1"])
-    model = ibzoo.create_pretraining_model(f"local-dir:{model_dir}")
+    model = ibzoo.create_pretraining_model(f"local-dir:{model_dir}", pretrained=True)
     assert model.projector_config.topk_latents == 64 and model.objective_config.framework == "barlow"
+    assert_equal_weights(
+        {
+            **model.backbone.state_dict(),
+            **{f"projector.{k}": v for k, v in model.heads().state_dict().items()},
+        },
+        final_weights(output_dir),
+    )
+    # --experiment is for withheld pairs only.
+    with pytest.raises(SystemExit):
+        load_script().main([*argv[:1], "resnet18_barlow_fsq", *argv[2:], "--experiment"])
+    assert "resnet18_barlow_fsq is in the zoo; drop --experiment" in capsys.readouterr().err
 
 
 SMALL_HEAD = ["--projector.hidden-features", "64", "--projector.out-features", "32", "--image-size", "16"]

@@ -95,7 +95,7 @@ from ibzoo.evaluation import evaluate_backbone, recalibrate_batchnorm
 from ibzoo.frameworks import FRAMEWORK_TITLES
 from ibzoo.hub import CARD_FILE, CURVES_FILE
 from ibzoo.model_card import RESULT_METRICS, render_model_card
-from ibzoo.models.catalog import WITHHELD, get_model_info
+from ibzoo.models.catalog import WITHHELD, ModelInfo, get_model_info
 from ibzoo.models.datasets import DATASETS
 from ibzoo.models.publication import tag_repo_id
 from ibzoo.names import PROJECTORS
@@ -279,6 +279,11 @@ def model_name(cell: Cell) -> str:
     return f"{BACKBONE}_{cell.framework}_{cell.projector}"
 
 
+def model_info(cell: Cell) -> ModelInfo:
+    """The cell's ``.fmnist`` recipe, a withheld pair's too (it trains as an experiment)."""
+    return get_model_info(f"{model_name(cell)}.{TAG}", withheld=True)
+
+
 def warmup_args(cell: Cell, epochs: int, settings: dict, data_dir: Path) -> list[str]:
     """The pretrain.py flags of the cell's warm-up: over ``warmup_fraction`` of its epochs to the recipe's
     lr, or for a framework in ``reference_warmup_steps`` at its reference's warm-up slope.
@@ -302,7 +307,7 @@ def warmup_args(cell: Cell, epochs: int, settings: dict, data_dir: Path) -> list
     reference_steps = settings["reference_warmup_steps"].get(cell.framework)
     if reference_steps is None:
         return ["--optimizer.warmup-epochs", f"{settings['warmup_fraction'] * epochs:g}"]
-    lr = get_model_info(f"{model_name(cell)}.{TAG}", withheld=True).optimizer_config.lr
+    lr = model_info(cell).optimizer_config.lr
     images = load_image_dataset(DataConfig(str(data_dir)), "train").dataset.num_rows
     steps_per_epoch = images // settings["batch_size"]
     warmup_epochs = min(epochs, reference_steps / steps_per_epoch)
@@ -341,7 +346,7 @@ def pretrain_args(
     argv += ["--mixed-precision", "bf16"]
     argv += ["--num-workers", str(args.num_workers), "--log-every", str(LOG_EVERY[args.budget])]
     argv += ["--log-with"]
-    if get_model_info(f"{model_name(cell)}.{TAG}", withheld=True).projector_config.topk_latents is not None:
+    if model_info(cell).projector_config.topk_latents is not None:
         argv += ["--projector.topk-latents", str(TOPK["latents"]), "--projector.topk-k", str(TOPK["k"])]
     if cell.projector == "mlp_mi":
         argv += ["--objective.mi-weight", str(MI_WEIGHTS[cell.framework])]

@@ -93,7 +93,7 @@ class Framework:
     """Projectors the zoo names no model with for this framework, each with the measurement that keeps
     it out: a zoo name promises that it trains and that its published weights beat an untrained network.
     ``ibzoo.create_pretraining_model(backbone, framework=..., projector=...)`` still builds the pair, and
-    ``train/pretrain.py --experiment`` trains it."""
+    ``train/pretrain.py --experiment`` trains it (``ibzoo.models.catalog.withheld_error`` says how)."""
 
     @property
     def has_target(self) -> bool:

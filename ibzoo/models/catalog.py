@@ -36,6 +36,7 @@ from ibzoo.projectors import ProjectorConfig
 
 __all__ = [
     "BACKBONES",
+    "BACKBONE_DEFAULTS",
     "MODEL_INFOS",
     "WITHHELD",
     "ModelInfo",
@@ -56,6 +57,13 @@ BACKBONES: dict[str, tuple[str, Family, tuple[str, ...]]] = {
     "resnet18": ("resnet18", "imagenet", ("in100", "fmnist")),
     "resnet50": ("resnet50", "imagenet", ("in100",)),
 }
+
+# What every zoo backbone is built with unless the caller says otherwise: encoders hand out pooled features,
+# and every BatchNorm gamma starts at 1, as in the reference's torchvision resnet18() (PKU-ML/
+# Projector_Theory, solo/backbones): timm's default zero_init_last=True starts each residual block's last
+# gamma at 0, and LARS, which leaves 1-D parameters out of its adaptation, keeps them near 0 for most of a
+# short run. Pass zero_init_last=True for timm's init.
+BACKBONE_DEFAULTS: dict[str, Any] = {"num_classes": 0, "zero_init_last": False}
 
 
 @dataclass(frozen=True)
@@ -180,12 +188,13 @@ def withheld_error(name: str) -> KeyError:
     """The error for a name in :data:`WITHHELD`: why the zoo leaves it out, how to build or train it."""
     base, tag = split_model_name_tag(name)
     info = _DEFAULT_RECIPES[base]
-    build = f"{info.architecture!r}, zero_init_last=False"  # the zoo's init (ibzoo.models.zoo)
+    build = f"{info.architecture!r}, zero_init_last={BACKBONE_DEFAULTS['zero_init_last']}"  # the zoo's init
     return KeyError(
         f"{base} is not in the zoo: {WITHHELD[base]}. For an experiment, build the pair with "
         f"ibzoo.create_pretraining_model({build}, framework={info.framework!r}, "
         f"projector={info.projector!r}) "
-        f"(its backbone: ibzoo.create_model({build}, num_classes=0)), or train its recipe with "
+        f"(its backbone: ibzoo.create_model({build}, num_classes={BACKBONE_DEFAULTS['num_classes']})), or "
+        "train its recipe with "
         f"train/pretrain.py --model {base}.{tag if tag in info.pretrained_tags else info.default_tag} "
         "--experiment."
     )

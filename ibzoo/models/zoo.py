@@ -20,7 +20,14 @@ from timm.models import (
 )
 from torch import nn
 
-from ibzoo.models.catalog import BACKBONES, MODEL_INFOS, WITHHELD, ModelInfo, get_model_info
+from ibzoo.models.catalog import (
+    BACKBONE_DEFAULTS,
+    BACKBONES,
+    MODEL_INFOS,
+    WITHHELD,
+    ModelInfo,
+    get_model_info,
+)
 from ibzoo.models.datasets import DATASETS
 from ibzoo.models.publication import PUBLISHED, not_published_error, tag_repo_id
 
@@ -60,14 +67,6 @@ default_cfgs = generate_default_cfgs(
 )
 
 
-# What the zoo's entrypoints default to: encoders hand out pooled features, and every BatchNorm gamma starts
-# at 1, as in the reference's torchvision resnet18() (PKU-ML/Projector_Theory, solo/backbones): timm's
-# default zero_init_last=True starts each residual block's last gamma at 0, and LARS, which leaves 1-D
-# parameters out of its adaptation, keeps them near 0 for most of a short run. Pass zero_init_last=True
-# for timm's init.
-_BACKBONE_DEFAULTS = {"num_classes": 0, "zero_init_last": False}
-
-
 def pretrained_cfg_of(name: str) -> PretrainedCfg:
     """``name``'s timm ``pretrained_cfg`` (its tag's; untagged, its default tag's): timm's for a zoo name,
     and the same table's entry for a pair the zoo withholds (``catalog.WITHHELD``), which timm does not
@@ -87,7 +86,7 @@ def backbone_source(name: str) -> tuple[str, dict[str, Any]]:
     if split_model_name_tag(name)[0] not in WITHHELD:
         return name, {}
     cfg = pretrained_cfg_of(name)
-    return cfg.architecture, {**_BACKBONE_DEFAULTS, "pretrained_cfg": cfg}
+    return cfg.architecture, {**BACKBONE_DEFAULTS, "pretrained_cfg": cfg}
 
 
 def _resolve_pretrained_cfg(name: str, pretrained_cfg: Any) -> PretrainedCfg | dict[str, Any]:
@@ -116,7 +115,7 @@ def _tag(cfg: PretrainedCfg | dict[str, Any]) -> str:
 
 def _make_entrypoint(info: ModelInfo):
     def entrypoint(pretrained: bool = False, pretrained_cfg: Any = None, **kwargs: Any) -> nn.Module:
-        kwargs = {**_BACKBONE_DEFAULTS, **kwargs}
+        kwargs = {**BACKBONE_DEFAULTS, **kwargs}
         cfg = _resolve_pretrained_cfg(info.name, pretrained_cfg)
         overlay = kwargs.get("pretrained_cfg_overlay") or {}
         if pretrained and not (_has_weights(cfg) or _has_weights(overlay)):
